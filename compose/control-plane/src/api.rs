@@ -1,0 +1,305 @@
+//! Types shared by the CLI and the later HTTP API (`serve`): what a bottle looks like from
+//! outside, and the one error type with its exit code / error code. Defined once so the two
+//! front ends cannot drift.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::runtime::RuntimeError;
+
+/// Process exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Process exit code: the runtime (Docker, compose, a daemon) failed.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Process exit code: bad usage or an invalid manifest.
+pub const EXIT_USAGE: u8 = 2;
+
+/// One bottle as `ps` (and `GET /v1/bottles`) shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BottleSummary {
+    /// The bottle's slug.
+    pub slug: String,
+    /// Compose project name.
+    pub project: String,
+    /// Overall state, derived from the services.
+    pub state: BottleState,
+    /// Each container of the project.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Overall state of a bottle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BottleState {
+    /// Every service runs and the sidecars are healthy.
+    Running,
+    /// Containers run, the sidecars' healthcheck has not passed yet.
+    Starting,
+    /// The sidecars report unhealthy.
+    Unhealthy,
+    /// Some container exited or is missing.
+    Degraded,
+    /// No container exists (known in the state dir only).
+    Down,
+}
+
+impl BottleState {
+    /// Derive the state from the containers of a project.
+    pub fn of(services: &[ServiceStatus]) -> BottleState {
+        if services.is_empty() {
+            return BottleState::Down;
+        }
+        let sidecars = services.iter().find(|s| s.service == "sidecars");
+        let all_running = services.iter().all(|s| s.state == "running");
+        match sidecars.and_then(|s| s.health.as_deref()) {
+            _ if !all_running || services.len() < 2 => BottleState::Degraded,
+            Some("healthy") => BottleState::Running,
+            Some("unhealthy") => BottleState::Unhealthy,
+            Some(_) => BottleState::Starting,
+            None if sidecars.is_some() => BottleState::Running,
+            None => BottleState::Degraded,
+        }
+    }
+
+    /// Lowercase name, as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BottleState::Running => "running",
+            BottleState::Starting => "starting",
+            BottleState::Unhealthy => "unhealthy",
+            BottleState::Degraded => "degraded",
+            BottleState::Down => "down",
+        }
+    }
+}
+
+/// One container of a bottle, as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    /// Compose service name (`agent`, `sidecars`).
+    pub service: String,
+    /// Container name.
+    pub container: String,
+    /// Runtime state (`running`, `exited`, `created`, ...).
+    pub state: String,
+    /// Healthcheck status (`starting`, `healthy`, `unhealthy`), if the service has one.
+    pub health: Option<String>,
+    /// Exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// Published ports.
+    pub ports: Vec<PublishedPort>,
+}
+
+/// A container port published on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PublishedPort {
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Where it is reachable on the host.
+    pub host: SocketAddr,
+}
+
+/// What `up` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpReport {
+    /// The bottle after start.
+    pub bottle: BottleSummary,
+    /// Project directory (config files, packs, compose file).
+    pub dir: String,
+    /// The agent's environment as rendered (how it reaches the sidecars).
+    pub agent_env: Vec<(String, String)>,
+    /// Each enabled daemon's published port on the host, by daemon name.
+    pub endpoints: Vec<Endpoint>,
+    /// Things the operator should know (CA generated, no system roots found, ...).
+    pub notes: Vec<String>,
+}
+
+/// A daemon reachable from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// Daemon name.
+    pub daemon: String,
+    /// Port inside the sidecars container.
+    pub container_port: u16,
+    /// Host address it is published on.
+    pub host: SocketAddr,
+}
+
+/// What `down` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DownReport {
+    /// Containers removed.
+    pub containers: usize,
+    /// Networks removed.
+    pub networks: usize,
+    /// Volumes removed.
+    pub volumes: usize,
+    /// Whether a project directory was removed from the state dir.
+    pub state_removed: bool,
+}
+
+impl DownReport {
+    /// True when there was nothing to remove (unknown or already-down bottle).
+    pub fn nothing(&self) -> bool {
+        self.containers == 0 && self.networks == 0 && self.volumes == 0 && !self.state_removed
+    }
+}
+
+/// Every failure of a control-plane operation. `exit_code` and `code` map it for the CLI and
+/// the HTTP API in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The manifest is invalid (every problem listed).
+    #[error(transparent)]
+    Manifest(#[from] bottle_compose::ManifestError),
+    /// Rendering refused its inputs.
+    #[error(transparent)]
+    Render(#[from] bottle_compose::RenderError),
+    /// Bad usage (arguments).
+    #[error("{0}")]
+    Usage(String),
+    /// No bottle with that slug is known or running.
+    #[error("no bottle {slug:?} (see `control-plane ps`)")]
+    UnknownBottle {
+        /// The slug asked for.
+        slug: String,
+    },
+    /// The host guard (firewall rule for the agent's network) could not be installed.
+    #[error(transparent)]
+    HostGuard(#[from] crate::host_guard::HostGuardError),
+    /// The runtime (Docker, compose) failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Reading or writing a file failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What we were doing ("cannot write", ...).
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A daemon answered with an error (its JSON body is kept).
+    #[error("{daemon} answered {status}: {body}")]
+    Daemon {
+        /// Daemon name.
+        daemon: String,
+        /// HTTP status.
+        status: u16,
+        /// Response body.
+        body: String,
+    },
+    /// The bottle's CA could not be generated.
+    #[error("cannot generate the bottle CA: {0}")]
+    Ca(String),
+    /// A credential file of the manifest is missing or not a regular file.
+    #[error("credentials.{name}.file: {path}: {message}")]
+    Credential {
+        /// The credential's name.
+        name: String,
+        /// The host path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An approvals operation failed inside the bottle (unknown id, already decided, ...).
+    #[error("{0}")]
+    Approval(String),
+    /// A request to a daemon failed before an answer.
+    #[error("cannot reach {daemon} at {addr}: {message}")]
+    Unreachable {
+        /// Daemon name.
+        daemon: String,
+        /// Where we tried.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl ControlError {
+    /// Process exit code: 2 for usage/manifest errors, 1 for everything at run time.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ControlError::Manifest(_)
+            | ControlError::Render(_)
+            | ControlError::Usage(_)
+            | ControlError::Credential { .. } => EXIT_USAGE,
+            _ => EXIT_RUNTIME,
+        }
+    }
+
+    /// Stable machine-readable code (the HTTP API's `error` field).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::Manifest(_) => "invalid_manifest",
+            ControlError::Render(_) => "invalid_options",
+            ControlError::Usage(_) => "usage",
+            ControlError::UnknownBottle { .. } => "unknown_bottle",
+            ControlError::Runtime(_) => "runtime",
+            ControlError::HostGuard(_) => "host_guard",
+            ControlError::Io { .. } => "io",
+            ControlError::Daemon { .. } => "daemon_error",
+            ControlError::Unreachable { .. } => "unreachable",
+            ControlError::Ca(_) => "ca",
+            ControlError::Credential { .. } => "invalid_credential",
+            ControlError::Approval(_) => "approval_failed",
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> ControlError {
+        ControlError::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(service: &str, state: &str, health: Option<&str>) -> ServiceStatus {
+        ServiceStatus {
+            service: service.into(),
+            container: format!("c-{service}"),
+            state: state.into(),
+            health: health.map(String::from),
+            exit_code: None,
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn state_is_derived_from_services() {
+        assert_eq!(BottleState::of(&[]), BottleState::Down);
+        let up = [
+            svc("agent", "running", None),
+            svc("sidecars", "running", Some("healthy")),
+        ];
+        assert_eq!(BottleState::of(&up), BottleState::Running);
+        let starting = [
+            svc("agent", "running", None),
+            svc("sidecars", "running", Some("starting")),
+        ];
+        assert_eq!(BottleState::of(&starting), BottleState::Starting);
+        let sick = [
+            svc("agent", "running", None),
+            svc("sidecars", "running", Some("unhealthy")),
+        ];
+        assert_eq!(BottleState::of(&sick), BottleState::Unhealthy);
+        let exited = [
+            svc("agent", "exited", None),
+            svc("sidecars", "running", Some("healthy")),
+        ];
+        assert_eq!(BottleState::of(&exited), BottleState::Degraded);
+        assert_eq!(
+            BottleState::of(&[svc("sidecars", "running", Some("healthy"))]),
+            BottleState::Degraded
+        );
+    }
+}

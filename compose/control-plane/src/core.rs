@@ -1,0 +1,442 @@
+//! The operations of the control plane, written once for the CLI and the later HTTP API:
+//! render, up (and wait until healthy), down, ps, logs, packs. Front ends only parse input and
+//! print results.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bottle_compose::render::{enabled_daemons, SIDECARS};
+use bottle_compose::{render, Bundle, Daemon, RenderOptions};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::api::{BottleState, BottleSummary, ControlError, DownReport, Endpoint, UpReport};
+use crate::approvals::{self, Answer, Op};
+use crate::logs;
+use crate::packs::PackClient;
+use crate::project::write_project;
+use crate::runtime::{LogLine, LogOptions, Runtime, RuntimeError};
+use crate::source::{Loaded, Source};
+use crate::state::{BottleRecord, StateDir};
+use bottle_compose::render::internal_bridge_name;
+
+/// Settings resolved by the front end (from flags and the environment).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Renderer inputs (name prefix, sidecar image override).
+    pub render: RenderOptions,
+    /// How long `up` waits for the bottle to be healthy.
+    pub up_timeout: Duration,
+    /// Deadline of one request to a daemon.
+    pub request_timeout: Duration,
+    /// Candidates for the host's public roots, first readable wins (the agent's CA bundle is
+    /// these roots plus the bottle CA). Default [`crate::ca::SYSTEM_ROOTS`].
+    pub system_roots: Vec<PathBuf>,
+    /// Install the host guard firewall rule (default on; `BOT_BOTTLE_HOST_GUARD=off`).
+    pub host_guard: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            render: RenderOptions::default(),
+            up_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(120),
+            system_roots: crate::ca::SYSTEM_ROOTS.iter().map(PathBuf::from).collect(),
+            host_guard: true,
+        }
+    }
+}
+
+/// A rendered manifest.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The loaded manifest.
+    pub loaded: Loaded,
+    /// The bundle.
+    pub bundle: Bundle,
+    /// The compose YAML.
+    pub yaml: String,
+}
+
+/// The control plane over one runtime and one state directory.
+pub struct Controller<R> {
+    runtime: R,
+    state: StateDir,
+    settings: Settings,
+}
+
+impl<R: Runtime> Controller<R> {
+    /// A controller.
+    pub fn new(runtime: R, state: StateDir, settings: Settings) -> Controller<R> {
+        Controller {
+            runtime,
+            state,
+            settings,
+        }
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// Load and render a manifest (pure apart from reading the manifest).
+    pub fn render(&self, source: Source) -> Result<Rendered, ControlError> {
+        let loaded = source.load()?;
+        let bundle = render(&loaded.manifest, &self.settings.render)?;
+        let yaml = bottle_compose::to_yaml(&bundle.project)
+            .map_err(|e| RuntimeError::Model(e.to_string()))?;
+        Ok(Rendered {
+            loaded,
+            bundle,
+            yaml,
+        })
+    }
+
+    /// Write a rendered bottle (compose file, configs, packs, and the CA when egress is on, so
+    /// the directory runs by hand too) into `dir`.
+    pub fn write(&self, rendered: &Rendered, dir: &Path) -> Result<(), ControlError> {
+        write_project(&rendered.bundle, &rendered.loaded, dir)?;
+        if let Some(ca) = &rendered.bundle.ca {
+            crate::ca::ensure(dir, ca, &rendered.bundle.slug, &self.settings.system_roots)?;
+        }
+        let path = dir.join(crate::runtime::compose_cli::COMPOSE_FILE);
+        crate::source::write_file(&path, rendered.yaml.as_bytes(), 0o644)
+    }
+
+    /// Render, write the project dir, start the bottle and wait until it is healthy.
+    pub async fn up(&self, source: Source) -> Result<UpReport, ControlError> {
+        let rendered = self.render(source)?;
+        let slug = rendered.bundle.slug.clone();
+        let dir = self.state.bottle_dir(&slug);
+        check_credentials(&rendered.bundle)?;
+        let mut notes = Vec::new();
+        write_project(&rendered.bundle, &rendered.loaded, &dir)?;
+        if let Some(ca) = &rendered.bundle.ca {
+            let outcome = crate::ca::ensure(&dir, ca, &slug, &self.settings.system_roots)?;
+            if outcome.generated {
+                notes.push(format!(
+                    "generated the bottle CA {}",
+                    dir.join(ca.cert.trim_start_matches("./")).display()
+                ));
+            }
+            if outcome.system_roots.is_none() {
+                notes.push(
+                    "no system CA bundle found on this host: the agent's bundle holds only the bottle CA, so HTTPS to hosts egress does not intercept fails for tools using SSL_CERT_FILE (set BOT_BOTTLE_SYSTEM_ROOTS)"
+                        .to_string(),
+                );
+            }
+        }
+        notes.extend(credential_notes(&rendered.bundle));
+        let record = BottleRecord {
+            slug: slug.clone(),
+            project: rendered.bundle.project.name.clone(),
+            source: rendered.loaded.source.describe(),
+            daemons: enabled_daemons(&rendered.loaded.manifest)
+                .iter()
+                .map(|d| d.name().to_string())
+                .collect(),
+        };
+        self.state.save(&record)?;
+        // Before compose creates the network: no window in which the agent reaches the host.
+        if self.settings.host_guard {
+            crate::host_guard::install(&internal_bridge_name(&rendered.bundle.project.name))
+                .await?;
+        } else {
+            notes.push(
+                "host guard off (BOT_BOTTLE_HOST_GUARD=off): the agent can reach services listening on this host"
+                    .to_string(),
+            );
+        }
+        let deadline = Instant::now() + self.settings.up_timeout;
+        self.runtime
+            .up(&rendered.bundle.project, &dir, self.settings.up_timeout)
+            .await?;
+        let bottle = self.wait_healthy(&record, deadline).await?;
+        let endpoints = enabled_daemons(&rendered.loaded.manifest)
+            .into_iter()
+            .filter_map(|d| {
+                let host = bottle
+                    .services
+                    .iter()
+                    .filter(|s| s.service == SIDECARS)
+                    .flat_map(|s| s.ports.iter())
+                    .find(|p| p.container_port == d.port())?
+                    .host;
+                Some(Endpoint {
+                    daemon: d.name().to_string(),
+                    container_port: d.port(),
+                    host,
+                })
+            })
+            .collect();
+        let agent_env = bottle_compose::render::agent_env(&rendered.loaded.manifest)
+            .into_iter()
+            .collect();
+        Ok(UpReport {
+            bottle,
+            dir: dir.display().to_string(),
+            agent_env,
+            endpoints,
+            notes,
+        })
+    }
+
+    async fn wait_healthy(
+        &self,
+        record: &BottleRecord,
+        deadline: Instant,
+    ) -> Result<BottleSummary, ControlError> {
+        loop {
+            let services = self.runtime.containers(&record.project).await?;
+            let state = BottleState::of(&services);
+            let summary = BottleSummary {
+                slug: record.slug.clone(),
+                project: record.project.clone(),
+                state,
+                services,
+            };
+            let hint = format!("see `control-plane logs {}`", record.slug);
+            match state {
+                BottleState::Running => return Ok(summary),
+                BottleState::Unhealthy => {
+                    return Err(RuntimeError::Unhealthy(format!(
+                        "bottle {} is unhealthy: a daemon is not ready ({hint})",
+                        record.slug
+                    ))
+                    .into())
+                }
+                BottleState::Degraded => {
+                    if let Some(dead) = summary.services.iter().find(|s| s.exit_code.is_some()) {
+                        return Err(RuntimeError::Unhealthy(format!(
+                            "container {} exited with code {} ({hint})",
+                            dead.container,
+                            dead.exit_code.unwrap_or(-1)
+                        ))
+                        .into());
+                    }
+                }
+                BottleState::Starting | BottleState::Down => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Unhealthy(format!(
+                    "bottle {} is not healthy after {} s (state: {}; {hint})",
+                    record.slug,
+                    self.settings.up_timeout.as_secs(),
+                    state.as_str()
+                ))
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Take a bottle down (by slug, or by manifest path) and forget it. Idempotent.
+    pub async fn down(&self, target: &str) -> Result<(String, DownReport), ControlError> {
+        let slug = self.slug_of(target)?;
+        let record = self.state.record(&slug)?;
+        let project = record.map(|r| r.project).unwrap_or_else(|| {
+            bottle_compose::render::project_name(&self.settings.render.prefix, &slug)
+        });
+        let dir = self.state.bottle_dir(&slug);
+        let mut report = self
+            .runtime
+            .down(&project, dir.is_dir().then_some(dir.as_path()))
+            .await?;
+        if self.settings.host_guard {
+            crate::host_guard::remove(&internal_bridge_name(&project)).await;
+        }
+        report.state_removed = self.state.remove(&slug)?;
+        Ok((slug, report))
+    }
+
+    /// A slug, or the slug of the manifest at that path.
+    fn slug_of(&self, target: &str) -> Result<String, ControlError> {
+        let path = PathBuf::from(target);
+        if path.is_file() {
+            return Ok(Source::File(path).load()?.manifest.slug);
+        }
+        if bottle_compose::validate::is_slug(target) {
+            Ok(target.to_string())
+        } else {
+            Err(ControlError::Usage(format!(
+                "{target:?} is neither a bottle slug nor a manifest file"
+            )))
+        }
+    }
+
+    /// Every bottle known in the state dir, with its containers' state.
+    pub async fn ps(&self) -> Result<Vec<BottleSummary>, ControlError> {
+        let mut out = Vec::new();
+        for record in self.state.list()? {
+            let services = self.runtime.containers(&record.project).await?;
+            out.push(BottleSummary {
+                slug: record.slug,
+                project: record.project,
+                state: BottleState::of(&services),
+                services,
+            });
+        }
+        Ok(out)
+    }
+
+    fn known(&self, slug: &str) -> Result<BottleRecord, ControlError> {
+        self.state
+            .record(slug)?
+            .ok_or_else(|| ControlError::UnknownBottle {
+                slug: slug.to_string(),
+            })
+    }
+
+    /// The sidecars container's output, optionally only one daemon's lines.
+    pub async fn logs(
+        &self,
+        slug: &str,
+        daemon: Option<String>,
+        options: LogOptions,
+    ) -> Result<mpsc::Receiver<LogLine>, ControlError> {
+        let record = self.known(slug)?;
+        let mut raw = self
+            .runtime
+            .logs(&record.project, SIDECARS, options)
+            .await?;
+        let Some(daemon) = daemon else {
+            return Ok(raw);
+        };
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(line) = raw.recv().await {
+                if logs::is_from(&line.line, &daemon) && tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Where the bottle's pack-exec is published on the host.
+    pub async fn pack_exec(&self, slug: &str) -> Result<PackClient, ControlError> {
+        let record = self.known(slug)?;
+        let port = Daemon::PackExec.port();
+        let addr: Option<SocketAddr> = self
+            .runtime
+            .published_port(&record.project, SIDECARS, port)
+            .await?;
+        let addr = addr.ok_or_else(|| {
+            RuntimeError::Unhealthy(format!(
+                "bottle {slug} has no published pack-exec port (is it up, with pack-exec enabled?)"
+            ))
+        })?;
+        Ok(PackClient::new(addr, self.settings.request_timeout))
+    }
+
+    /// `packs list`.
+    pub async fn packs_list(&self, slug: &str) -> Result<Bytes, ControlError> {
+        self.pack_exec(slug).await?.list().await
+    }
+
+    /// `packs install`.
+    pub async fn packs_install(
+        &self,
+        slug: &str,
+        dir: &Path,
+    ) -> Result<(String, Bytes), ControlError> {
+        if !dir.is_dir() {
+            return Err(ControlError::Usage(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        self.pack_exec(slug).await?.install(dir).await
+    }
+
+    /// `approvals list|show|approve|deny`: runs `supervise-ctl` in the bottle's sidecars
+    /// container (see [`crate::approvals`] for why not on the volume from the host).
+    pub async fn approvals(&self, slug: &str, op: Op) -> Result<Answer, ControlError> {
+        op.check()?;
+        let record = self.known(slug)?;
+        if !record.daemons.iter().any(|d| d == Daemon::Supervise.name()) {
+            return Err(ControlError::Usage(format!(
+                "bottle {slug} does not run supervise (add it to `daemons`)"
+            )));
+        }
+        let run = |op: Op| {
+            let project = record.project.clone();
+            async move {
+                let argv = op.argv();
+                let out = self.runtime.exec(&project, SIDECARS, &argv).await?;
+                approvals::check_exit(&argv, &out)?;
+                Ok::<_, ControlError>((argv, out.stdout))
+            }
+        };
+        match op {
+            Op::List { .. } => {
+                let (argv, stdout) = run(op).await?;
+                Ok(Answer::List(approvals::parse(&argv, &stdout)?))
+            }
+            Op::Show { ref id } | Op::Decide { ref id, .. } => {
+                let show = Op::Show { id: id.clone() };
+                if matches!(op, Op::Decide { .. }) {
+                    run(op.clone()).await?;
+                }
+                let (argv, stdout) = run(show).await?;
+                Ok(Answer::One(approvals::parse(&argv, &stdout)?))
+            }
+        }
+    }
+
+    /// `packs call`.
+    pub async fn packs_call(
+        &self,
+        slug: &str,
+        name: &str,
+        input: Bytes,
+    ) -> Result<Bytes, ControlError> {
+        self.pack_exec(slug).await?.call(name, input).await
+    }
+}
+
+/// Every credential file must exist and be a regular file before compose runs: a missing bind
+/// source would otherwise be created as an empty directory by Docker (v1 short syntax) or fail
+/// late with a less helpful message. Contents are never read.
+fn check_credentials(bundle: &Bundle) -> Result<(), ControlError> {
+    for c in &bundle.credentials {
+        let err = |message: String| ControlError::Credential {
+            name: c.name.clone(),
+            path: c.host_path.clone(),
+            message,
+        };
+        match std::fs::metadata(&c.host_path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(err("is not a regular file".into())),
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Notes for credential files the sidecars user (65534) probably cannot read: neither
+/// world-readable nor owned by / group-readable for 65534.
+fn credential_notes(bundle: &Bundle) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = crate::ca::SIDECARS_UID;
+    bundle
+        .credentials
+        .iter()
+        .filter_map(|c| {
+            let meta = std::fs::metadata(&c.host_path).ok()?;
+            let mode = meta.mode();
+            let readable = mode & 0o004 != 0
+                || (meta.uid() == uid && mode & 0o400 != 0)
+                || (meta.gid() == uid && mode & 0o040 != 0);
+            (!readable).then(|| {
+                format!(
+                    "credentials.{}: {} is not readable by uid 65534 (the sidecars user): chown it to 65534 or make it group-readable by gid 65534",
+                    c.name, c.host_path
+                )
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,34 @@
+//! The control plane of bot-bottle bottles: render a manifest into a compose project, bring
+//! it up and down, inspect it, read its logs, and use its command packs — the `control-plane`
+//! binary. User documentation: `docs/control-plane.md`.
+//!
+//! # Layout
+//! | module | job |
+//! | --- | --- |
+//! | [`api`] | types shared by the CLI and the later HTTP API: summaries, states, the error type and its exit codes |
+//! | [`core`] | the operations (render, up, down, ps, logs, packs, approvals), written once for every front end |
+//! | [`runtime`] | the [`runtime::Runtime`] seam and its compose-CLI backend |
+//! | [`state`] | the state directory: one project directory and record per bottle |
+//! | [`source`] | where a manifest and its packs come from (a file, or the embedded example) |
+//! | [`project`] | writing a rendered bottle into its project directory |
+//! | [`logs`] | picking one daemon's lines from the sidecars container's output |
+//! | [`packs`] | HTTP client for a bottle's pack-exec, pack archives |
+//! | [`host_guard`] | the firewall rule that keeps the agent from services on the host |
+//! | [`ca`] | the bottle's CA (egress): generated once, key readable by the sidecars user only, the agent's bundle |
+//! | [`approvals`] | supervise's approval queue, through `supervise-ctl` in the sidecars container |
+//! | [`cli`] | argh definitions and output formatting |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod approvals;
+pub mod ca;
+pub mod cli;
+pub mod core;
+pub mod host_guard;
+pub mod logs;
+pub mod packs;
+pub mod project;
+pub mod runtime;
+pub mod source;
+pub mod state;

@@ -1,0 +1,57 @@
+//! `pipelock.json`: the agent's forward proxy. The shape is pipelock's `Config`
+//! (sidecars/pipelock/src/config.rs, `deny_unknown_fields`); keys not set here keep pipelock's
+//! defaults. A test parses the rendered file with pipelock's own parser.
+
+use serde::Serialize;
+
+use crate::configs::credential_path;
+use crate::daemon::Daemon;
+use crate::manifest::Manifest;
+
+/// The keys of pipelock's config the renderer sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelockConfig {
+    /// All interfaces of the container: the agent reaches it as `sidecars:8888`.
+    pub listen: String,
+    /// egress in the same container when it is enabled; `null` (written explicitly, since
+    /// pipelock's default is egress) connects to destinations directly.
+    pub upstream: Option<String>,
+    /// The manifest's allowlist; ports always written (the manifest's default `[443]` is
+    /// stricter than pipelock's `[443, 80]`).
+    pub allow: Vec<Allow>,
+    /// The manifest's SSRF exceptions.
+    pub allow_cidrs: Vec<String>,
+    /// Every credential file (mounted paths): their values must never leave through the proxy.
+    pub secret_files: Vec<String>,
+}
+
+/// One allowlist rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    /// Host name or `*.suffix`.
+    pub host: String,
+    /// Allowed ports.
+    pub ports: Vec<u16>,
+}
+
+/// Render `pipelock.json` for a bottle.
+pub fn render(m: &Manifest) -> serde_json::Value {
+    let config = PipelockConfig {
+        listen: format!("0.0.0.0:{}", Daemon::Pipelock.port()),
+        upstream: m
+            .daemons
+            .contains(&Daemon::Egress)
+            .then(|| format!("127.0.0.1:{}", Daemon::Egress.port())),
+        allow: m
+            .allowlist
+            .iter()
+            .map(|r| Allow {
+                host: r.host.clone(),
+                ports: r.ports.clone(),
+            })
+            .collect(),
+        allow_cidrs: m.allow_cidrs.clone(),
+        secret_files: m.credentials.keys().map(|n| credential_path(n)).collect(),
+    };
+    serde_json::to_value(config).unwrap_or_default()
+}

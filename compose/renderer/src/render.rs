@@ -1,0 +1,507 @@
+//! Manifest → [`Bundle`]: the compose model plus the files the project directory needs.
+//!
+//! Pure: the same manifest and options always give the same bundle; nothing here reads the
+//! environment, the clock or the disk. The control plane resolves its inputs (e.g.
+//! `BOT_BOTTLE_SIDECAR_IMAGE`) and passes them in [`RenderOptions`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use crate::configs::{self, ConfigFile};
+use crate::daemon::Daemon;
+use crate::error::{Problem, RenderError};
+use crate::manifest::{Limits, Manifest};
+use crate::model::{
+    DependsOn, Healthcheck, Mount, Network, PortBinding, Project, Service, ServiceNetwork, Volume,
+};
+use crate::validate;
+
+/// The sidecars image when neither `BOT_BOTTLE_SIDECAR_IMAGE` nor the manifest names one:
+/// what `scripts/images.sh` builds.
+pub const DEFAULT_SIDECAR_IMAGE: &str = "sidecar-bundle/sidecars:dev";
+/// Default prefix of project and container names.
+pub const DEFAULT_PREFIX: &str = "bot-bottle";
+/// Name of the agent service.
+pub const AGENT: &str = "agent";
+/// Name of the sidecars service, and its DNS name on the internal network.
+pub const SIDECARS: &str = "sidecars";
+/// Label carrying the bottle's slug (on services, networks and volumes).
+pub const LABEL_SLUG: &str = "io.bot-bottle.slug";
+/// Label carrying the service's role (`agent` or `sidecars`).
+pub const LABEL_ROLE: &str = "io.bot-bottle.role";
+/// The unprivileged user both containers run as by default (nobody).
+pub const NOBODY: &str = "65534:65534";
+/// Compose stop grace of both services: sidecar-init finishes inside it (8 s budget).
+pub const STOP_GRACE: &str = "10s";
+/// Directory (relative to the project dir) the manifest's packs are copied into.
+pub const PACKS_DIR: &str = "packs";
+/// Named volume holding pack-exec's state.
+pub const PACK_STATE_VOLUME: &str = "pack-exec-state";
+/// Named volume holding git-gate's mirrors.
+pub const GIT_MIRRORS_VOLUME: &str = "git-gate-mirrors";
+/// Named volume holding supervise's approval queue.
+pub const SUPERVISE_QUEUE_VOLUME: &str = "supervise-queue";
+/// The bottle CA's certificate in the agent (what `NODE_EXTRA_CA_CERTS` names).
+pub const AGENT_CA_CERT: &str = "/etc/bot-bottle/ca.crt";
+/// The agent's CA bundle: public roots plus the bottle CA (what `SSL_CERT_FILE`,
+/// `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE` and `GIT_SSL_CAINFO` name: they *replace* the
+/// system store, and hosts egress does not intercept present their real certificates).
+pub const AGENT_CA_BUNDLE: &str = "/etc/bot-bottle/ca-bundle.crt";
+/// Agent variables naming the full bundle.
+pub const CA_BUNDLE_VARS: [&str; 4] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+];
+
+/// Host-side files of the bottle's CA, created by the control plane (not the renderer: it
+/// holds a private key and is random), bind-mounted read-only. Paths are relative to the
+/// project directory (compose resolves them there) or absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaFiles {
+    /// PEM certificate: into the sidecars container (egress) and the agent.
+    pub cert: String,
+    /// PEM private key: into the sidecars container only.
+    pub key: String,
+    /// Public roots + the bottle CA: into the agent only.
+    pub bundle: String,
+}
+
+impl Default for CaFiles {
+    fn default() -> Self {
+        CaFiles {
+            cert: "./ca/ca.crt".to_string(),
+            key: "./ca/ca.key".to_string(),
+            bundle: "./ca/ca-bundle.crt".to_string(),
+        }
+    }
+}
+
+/// The bridge driver option that names the host-side interface of a network.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// Host interface name of a project's internal network: `bb` + 12 hex digits of a stable hash
+/// of the project name (Linux allows 15 characters).
+///
+/// Why: Docker's `internal: true` stops forwarding out of the host but not packets addressed to
+/// the host itself, so an agent could reach services listening on any host address through its
+/// network's gateway. A fixed, predictable name lets the control plane drop that input traffic
+/// with a firewall rule installed *before* the network and the agent exist.
+pub fn internal_bridge_name(project: &str) -> String {
+    // FNV-1a, 64 bit: stable across Rust versions and platforms (unlike DefaultHasher).
+    let hash = project.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("bb{:012x}", hash >> 16)
+}
+
+/// Inputs of the renderer that are not in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Prefix of project and container names (default `bot-bottle`).
+    pub prefix: String,
+    /// Sidecars image override (the control plane passes `BOT_BOTTLE_SIDECAR_IMAGE`); wins
+    /// over the manifest's `sidecar_image`.
+    pub sidecar_image: Option<String>,
+    /// Where the control plane keeps the bottle's CA (used when egress is enabled).
+    pub ca: CaFiles,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            prefix: DEFAULT_PREFIX.to_string(),
+            sidecar_image: None,
+            ca: CaFiles::default(),
+        }
+    }
+}
+
+/// Everything a runtime needs to bring a bottle up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bundle {
+    /// The bottle's slug.
+    pub slug: String,
+    /// The compose model.
+    pub project: Project,
+    /// Config files to write under the project dir (bind-mounted read-only).
+    pub files: Vec<ConfigFile>,
+    /// Pack directories to copy into the project dir; `None` when pack-exec is off (then no
+    /// packs directory is mounted).
+    pub packs: Option<Vec<PackCopy>>,
+    /// The CA files the control plane must provide before `up` (egress enabled), else `None`.
+    pub ca: Option<CaFiles>,
+    /// Credential files on the host, bind-mounted read-only into the sidecars container only.
+    /// The control plane checks they exist; their contents are never read or copied.
+    pub credentials: Vec<CredentialMount>,
+}
+
+/// One credential file mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialMount {
+    /// The credential's name.
+    pub name: String,
+    /// Absolute path on the host (from the manifest).
+    pub host_path: String,
+    /// Path in the sidecars container (`/run/secrets/bottle/<NAME>`).
+    pub target: String,
+}
+
+/// One pack directory to copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackCopy {
+    /// The path as written in the manifest (relative to the manifest's directory).
+    pub source: String,
+    /// Destination relative to the project dir (`packs/<name>`).
+    pub dest: String,
+}
+
+/// Project name of a bottle: `<prefix>-<slug>`.
+pub fn project_name(prefix: &str, slug: &str) -> String {
+    format!("{prefix}-{slug}")
+}
+
+/// Container name of a bottle's service: `<prefix>-<service>-<slug>`.
+pub fn container_name(prefix: &str, service: &str, slug: &str) -> String {
+    format!("{prefix}-{service}-{slug}")
+}
+
+/// The environment the renderer gives the agent for the enabled daemons: how it reaches
+/// each one through the `sidecars` name. Variables of disabled daemons are absent.
+pub fn agent_env(m: &Manifest) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for d in &m.daemons {
+        match d {
+            Daemon::Pipelock => {
+                let proxy = format!("http://{SIDECARS}:{}", d.port());
+                for key in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+                    env.insert(key.to_string(), proxy.clone());
+                }
+                let no_proxy = format!("{SIDECARS},localhost,127.0.0.1");
+                env.insert("NO_PROXY".to_string(), no_proxy.clone());
+                env.insert("no_proxy".to_string(), no_proxy);
+            }
+            Daemon::GitGate => {
+                let base = format!("git://{SIDECARS}:{}/", d.port());
+                let url = match m.git.first() {
+                    Some(repo) => format!("{base}{}", repo.name),
+                    None => base,
+                };
+                env.insert("GIT_GATE_URL".to_string(), url);
+            }
+            Daemon::Supervise => {
+                env.insert(
+                    "MCP_SUPERVISE_URL".to_string(),
+                    format!("http://{SIDECARS}:{}/mcp", d.port()),
+                );
+            }
+            Daemon::PackExec => {
+                env.insert(
+                    "PACK_EXEC_URL".to_string(),
+                    format!("http://{SIDECARS}:{}", d.port()),
+                );
+            }
+            Daemon::Egress => {
+                env.insert("NODE_EXTRA_CA_CERTS".to_string(), AGENT_CA_CERT.to_string());
+                for key in CA_BUNDLE_VARS {
+                    env.insert(key.to_string(), AGENT_CA_BUNDLE.to_string());
+                }
+            }
+        }
+    }
+    env
+}
+
+/// The enabled daemons in dependency order (the `SIDECARS_DAEMONS` order).
+pub fn enabled_daemons(m: &Manifest) -> Vec<Daemon> {
+    Daemon::ALL
+        .into_iter()
+        .filter(|d| m.daemons.contains(d))
+        .collect()
+}
+
+/// Render a bottle. Fails only when the manifest is invalid (it is validated again here, so a
+/// hand-built [`Manifest`] cannot skip the checks) or the options are malformed.
+pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError> {
+    let problems = validate::problems(m);
+    if !problems.is_empty() {
+        return Err(RenderError::Manifest(problems));
+    }
+    let mut bad = Vec::new();
+    if !validate::is_slug(&opts.prefix) || opts.prefix.len() > 20 {
+        bad.push(Problem::new(
+            "prefix",
+            format!("{:?} must match ^[a-z0-9][a-z0-9-]{{0,19}}$", opts.prefix),
+        ));
+    }
+    if let Some(image) = &opts.sidecar_image {
+        if let Err(why) = validate::check_image(image) {
+            bad.push(Problem::new("BOT_BOTTLE_SIDECAR_IMAGE", why));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(RenderError::Options(bad));
+    }
+
+    let slug = m.slug.as_str();
+    let internal = format!("{slug}-internal");
+    let egress = format!("{slug}-egress");
+    let slug_labels = BTreeMap::from([(LABEL_SLUG.to_string(), slug.to_string())]);
+    let enabled = enabled_daemons(m);
+
+    // Config files: init's table, then each enabled daemon's own config.
+    let mut files = vec![ConfigFile::json("init", &configs::init::render(m))];
+    for d in &enabled {
+        if let Some(render) = configs::renderer_for(*d) {
+            files.push(ConfigFile::json(d.name(), &render(m)));
+        }
+    }
+
+    let mut volumes = BTreeMap::new();
+    let mut mounts: Vec<Mount> = files
+        .iter()
+        .map(|f| Mount::Bind {
+            source: format!("./{}", f.path),
+            target: f.target.clone(),
+            read_only: true,
+        })
+        .collect();
+    let packs = enabled.contains(&Daemon::PackExec).then(|| {
+        mounts.push(Mount::Bind {
+            source: format!("./{PACKS_DIR}"),
+            target: configs::pack_exec::PACKS_DIR.to_string(),
+            read_only: true,
+        });
+        mounts.push(Mount::Volume {
+            source: PACK_STATE_VOLUME.to_string(),
+            target: configs::pack_exec::STATE_DIR.to_string(),
+            read_only: false,
+        });
+        volumes.insert(
+            PACK_STATE_VOLUME.to_string(),
+            Volume {
+                labels: slug_labels.clone(),
+            },
+        );
+        m.packs
+            .iter()
+            .filter_map(|source| {
+                let name = validate::pack_dir_name(source)?;
+                Some(PackCopy {
+                    source: source.clone(),
+                    dest: format!("{PACKS_DIR}/{name}"),
+                })
+            })
+            .collect()
+    });
+
+    let credentials: Vec<CredentialMount> = m
+        .credentials
+        .iter()
+        .map(|(name, c)| CredentialMount {
+            name: name.clone(),
+            host_path: c.file.clone(),
+            target: configs::credential_path(name),
+        })
+        .collect();
+    mounts.extend(credentials.iter().map(|c| Mount::Bind {
+        source: c.host_path.clone(),
+        target: c.target.clone(),
+        read_only: true,
+    }));
+    let mut agent_mounts = Vec::new();
+    let ca = enabled.contains(&Daemon::Egress).then(|| {
+        mounts.push(Mount::Bind {
+            source: opts.ca.cert.clone(),
+            target: configs::CA_CERT.to_string(),
+            read_only: true,
+        });
+        mounts.push(Mount::Bind {
+            source: opts.ca.key.clone(),
+            target: configs::CA_KEY.to_string(),
+            read_only: true,
+        });
+        agent_mounts.push(Mount::Bind {
+            source: opts.ca.cert.clone(),
+            target: AGENT_CA_CERT.to_string(),
+            read_only: true,
+        });
+        agent_mounts.push(Mount::Bind {
+            source: opts.ca.bundle.clone(),
+            target: AGENT_CA_BUNDLE.to_string(),
+            read_only: true,
+        });
+        opts.ca.clone()
+    });
+    for (daemon, volume, target) in [
+        (
+            Daemon::GitGate,
+            GIT_MIRRORS_VOLUME,
+            configs::git_gate::BASE_DIR,
+        ),
+        (
+            Daemon::Supervise,
+            SUPERVISE_QUEUE_VOLUME,
+            configs::supervise::QUEUE_DIR,
+        ),
+    ] {
+        if enabled.contains(&daemon) {
+            mounts.push(Mount::Volume {
+                source: volume.to_string(),
+                target: target.to_string(),
+                read_only: false,
+            });
+            volumes.insert(
+                volume.to_string(),
+                Volume {
+                    labels: slug_labels.clone(),
+                },
+            );
+        }
+    }
+
+    let sidecar_image = opts
+        .sidecar_image
+        .clone()
+        .or_else(|| m.sidecar_image.clone())
+        .unwrap_or_else(|| DEFAULT_SIDECAR_IMAGE.to_string());
+    let daemon_list: Vec<&str> = enabled.iter().map(|d| d.name()).collect();
+    let sidecars = Service {
+        image: sidecar_image,
+        container_name: container_name(&opts.prefix, SIDECARS, slug),
+        hostname: Some(SIDECARS.to_string()),
+        init: None,
+        user: NOBODY.to_string(),
+        command: None,
+        environment: BTreeMap::from([("SIDECARS_DAEMONS".to_string(), daemon_list.join(","))]),
+        labels: role_labels(slug, SIDECARS),
+        networks: BTreeMap::from([
+            (
+                internal.clone(),
+                ServiceNetwork {
+                    aliases: vec![SIDECARS.to_string()],
+                },
+            ),
+            (egress.clone(), ServiceNetwork::default()),
+        ]),
+        ports: enabled
+            .iter()
+            .filter(|d| d.published())
+            .map(|d| PortBinding {
+                host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port: None,
+                container_port: d.port(),
+            })
+            .collect(),
+        volumes: mounts,
+        tmpfs: vec![
+            "/tmp".to_string(),
+            "/run/sidecars:uid=65534,gid=65534,mode=0750".to_string(),
+        ],
+        healthcheck: Some(Healthcheck {
+            test: vec!["CMD".into(), "/sidecar-init".into(), "health".into()],
+            interval: "1s".into(),
+            timeout: "3s".into(),
+            retries: 3,
+            start_period: "10s".into(),
+        }),
+        depends_on: BTreeMap::new(),
+        ..hardened(&m.resources.sidecars)
+    };
+
+    let mut env = m.agent.env.clone();
+    env.extend(agent_env(m));
+    let agent = Service {
+        image: m.agent.image.clone(),
+        container_name: container_name(&opts.prefix, AGENT, slug),
+        hostname: None,
+        init: m.agent.init.then_some(true),
+        user: m.agent.user.clone().unwrap_or_else(|| NOBODY.to_string()),
+        command: m.agent.command.clone(),
+        environment: env,
+        labels: role_labels(slug, AGENT),
+        networks: BTreeMap::from([(internal.clone(), ServiceNetwork::default())]),
+        ports: vec![],
+        volumes: agent_mounts,
+        tmpfs: vec!["/tmp".to_string()],
+        healthcheck: None,
+        depends_on: BTreeMap::from([(
+            SIDECARS.to_string(),
+            DependsOn {
+                condition: "service_healthy".to_string(),
+            },
+        )]),
+        ..hardened(&m.resources.agent)
+    };
+
+    let project = Project {
+        name: project_name(&opts.prefix, slug),
+        services: BTreeMap::from([(AGENT.to_string(), agent), (SIDECARS.to_string(), sidecars)]),
+        networks: BTreeMap::from([
+            (
+                internal,
+                Network {
+                    internal: true,
+                    driver_opts: BTreeMap::from([(
+                        BRIDGE_NAME_OPTION.to_string(),
+                        internal_bridge_name(&project_name(&opts.prefix, slug)),
+                    )]),
+                    labels: slug_labels.clone(),
+                },
+            ),
+            (
+                egress,
+                Network {
+                    internal: false,
+                    driver_opts: BTreeMap::new(),
+                    labels: slug_labels,
+                },
+            ),
+        ]),
+        volumes,
+    };
+    Ok(Bundle {
+        slug: slug.to_string(),
+        project,
+        files,
+        packs,
+        ca,
+        credentials,
+    })
+}
+
+fn role_labels(slug: &str, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_SLUG.to_string(), slug.to_string()),
+        (LABEL_ROLE.to_string(), role.to_string()),
+    ])
+}
+
+/// The hardening both services share; callers fill in the rest.
+fn hardened(limits: &Limits) -> Service {
+    Service {
+        image: String::new(),
+        container_name: String::new(),
+        hostname: None,
+        init: None,
+        user: NOBODY.to_string(),
+        command: None,
+        environment: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        networks: BTreeMap::new(),
+        ports: vec![],
+        volumes: vec![],
+        tmpfs: vec![],
+        read_only: true,
+        cap_drop: vec!["ALL".to_string()],
+        security_opt: vec!["no-new-privileges:true".to_string()],
+        depends_on: BTreeMap::new(),
+        healthcheck: None,
+        stop_grace_period: STOP_GRACE.to_string(),
+        cpus: limits.cpus,
+        mem_limit: limits.memory.clone(),
+    }
+}

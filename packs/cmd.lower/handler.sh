@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# cmd.lower: {"text": "..."} -> {"text": "<lower-cased>"}. jq exits non-zero (message on stderr)
+# when the input has no string "text".
+set -euo pipefail
+exec jq -c '{text: (if (.text | type) == "string" then .text | ascii_downcase else error("input.text must be a string") end)}'

@@ -1,0 +1,299 @@
+//! `sidecars git-gate` with a real git client: clone, fetch and push through the gate to
+//! upstreams of the test's own (a bare path and a `git daemon`), secret scanning of every
+//! pushed commit, ref rules, upstream refusals, name validation and on-demand fetch.
+
+mod support {
+    pub mod git;
+}
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use support::git::{self, GitDaemon, GitGate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidecars");
+/// A well-formed AWS access key id (not a real one).
+const AWS_KEY: &str = "AKIAZ7QJ4EXAMPLE7KQ2";
+
+fn gate_with_bare_upstream(dir: &Path, extra: serde_json::Value) -> (GitGate, std::path::PathBuf) {
+    let upstream = dir.join("upstream.git");
+    git::bare_upstream(&upstream);
+    let gate = GitGate::start(
+        BIN,
+        dir,
+        json!([{"name": "app", "upstream": upstream, "protect": ["release"]}]),
+        extra,
+    );
+    (gate, upstream)
+}
+
+fn clone(dir: &Path, url: &str, name: &str) -> std::path::PathBuf {
+    let work = dir.join(name);
+    git::ok(dir, &["clone", "--quiet", url, work.to_str().unwrap()]);
+    work
+}
+
+fn push(work: &Path, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["push"];
+    all.extend_from_slice(args);
+    let out = git::run(work, &all);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn clone_fetch_and_clean_push_land_in_a_bare_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "hello\n"
+    );
+    // `/app.git` names the same repository.
+    let other = clone(dir.path(), &gate.url("app.git"), "work2");
+    assert!(other.join("README.md").exists());
+
+    let head = git::commit_file(
+        &work,
+        "src/lib.rs",
+        "pub fn add(a: i32, b: i32) -> i32 { a + b }\n",
+        "add",
+    );
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("no secrets"), "{err}");
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main").as_deref(),
+        Some(head.as_str())
+    );
+    // A new branch too, and the other clone fetches it through the gate.
+    git::ok(&work, &["checkout", "--quiet", "-b", "feature"]);
+    let feature = git::commit_file(&work, "notes.md", "text\n", "notes");
+    let (ok, err) = push(&work, &["origin", "feature"]);
+    assert!(ok, "{err}");
+    git::ok(&other, &["fetch", "--quiet", "origin"]);
+    assert_eq!(
+        git::rev(&other, "origin/feature").as_deref(),
+        Some(feature.as_str())
+    );
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/feature").as_deref(),
+        Some(feature.as_str())
+    );
+    // The agent-visible mirror holds no upstream URL or credential config.
+    let config = std::fs::read_to_string(gate.base_dir.join("app.git/config")).unwrap();
+    assert!(
+        !config.contains("upstream") && !config.contains("extraHeader"),
+        "{config}"
+    );
+}
+
+#[test]
+fn clean_push_lands_in_a_git_daemon_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let upstream = served.join("app.git");
+    git::bare_upstream(&upstream);
+    let daemon = GitDaemon::start(&served);
+    let gate = GitGate::start(
+        BIN,
+        dir.path(),
+        json!([{"name": "app", "upstream": daemon.url("app.git")}]),
+        json!({}),
+    );
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let head = git::commit_file(&work, "a.txt", "plain text\n", "a");
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main").as_deref(),
+        Some(head.as_str())
+    );
+}
+
+#[test]
+fn a_push_adding_an_aws_key_is_refused_with_file_line_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let before = git::rev(&upstream, "refs/heads/main");
+    let bad = git::commit_file(
+        &work,
+        "config/aws.env",
+        &format!("REGION=eu-west-1\nBUCKET=assets\nAWS_ACCESS_KEY_ID={AWS_KEY}\n"),
+        "add aws config",
+    );
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok, "push should be refused");
+    assert!(err.contains("push refused"), "{err}");
+    assert!(
+        err.contains("config/aws.env") && err.contains("line 3") && err.contains("aws-access-key"),
+        "{err}"
+    );
+    assert!(err.contains(&bad[..12]), "names the commit: {err}");
+    assert!(
+        !err.contains(AWS_KEY),
+        "the secret itself must not be echoed: {err}"
+    );
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main"),
+        before,
+        "upstream unchanged"
+    );
+    assert_eq!(
+        git::rev(&gate.base_dir.join("app.git"), "refs/heads/main"),
+        before,
+        "mirror unchanged"
+    );
+}
+
+#[test]
+fn a_secret_removed_in_a_later_commit_of_the_same_push_is_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let before = git::rev(&upstream, "refs/heads/main");
+    let leaking = git::commit_file(
+        &work,
+        "deploy.sh",
+        &format!("export AWS_ACCESS_KEY_ID={AWS_KEY}\n"),
+        "oops",
+    );
+    git::commit_file(
+        &work,
+        "deploy.sh",
+        "export AWS_ACCESS_KEY_ID=$FROM_VAULT\n",
+        "remove key",
+    );
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&leaking[..12]) && err.contains("deploy.sh") && err.contains("line 1"),
+        "{err}"
+    );
+    assert_eq!(git::rev(&upstream, "refs/heads/main"), before);
+}
+
+#[test]
+fn deleting_the_default_branch_and_rewriting_a_protected_one_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let (ok, err) = push(&work, &["origin", ":main"]);
+    assert!(!ok);
+    assert!(err.contains("deleting the default branch"), "{err}");
+    assert!(git::rev(&upstream, "refs/heads/main").is_some());
+
+    // `release` is protected: creating it is fine, a force push is not, deleting is not.
+    git::ok(&work, &["checkout", "--quiet", "-b", "release"]);
+    git::commit_file(&work, "r.txt", "1\n", "r1");
+    assert!(push(&work, &["origin", "release"]).0);
+    git::ok(&work, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    git::commit_file(&work, "r.txt", "2\n", "r2");
+    let (ok, err) = push(&work, &["--force", "origin", "release"]);
+    assert!(!ok);
+    assert!(err.contains("non-fast-forward"), "{err}");
+    let (ok, err) = push(&work, &["origin", ":release"]);
+    assert!(!ok);
+    assert!(err.contains("protected"), "{err}");
+    // An unprotected branch may be force-pushed and deleted.
+    git::ok(&work, &["checkout", "--quiet", "-b", "scratch"]);
+    assert!(push(&work, &["origin", "scratch"]).0);
+    git::ok(&work, &["commit", "--quiet", "--amend", "-m", "rewritten"]);
+    let (ok, err) = push(&work, &["--force", "origin", "scratch"]);
+    assert!(ok, "{err}");
+    assert!(push(&work, &["origin", ":scratch"]).0);
+    assert!(git::rev(&upstream, "refs/heads/scratch").is_none());
+}
+
+#[test]
+fn the_client_sees_the_upstreams_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let hook = upstream.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'upstream policy: pushes are frozen today' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let before = git::rev(&upstream, "refs/heads/main");
+    git::commit_file(&work, "x.txt", "x\n", "x");
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok);
+    assert!(
+        err.contains("upstream refused") && err.contains("pushes are frozen today"),
+        "{err}"
+    );
+    assert_eq!(
+        git::rev(&gate.base_dir.join("app.git"), "refs/heads/main"),
+        before
+    );
+}
+
+#[test]
+fn a_fetch_sees_a_commit_pushed_directly_to_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({"min_fetch_interval_s": 0}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let direct = clone(dir.path(), upstream.to_str().unwrap(), "direct");
+    let head = git::commit_file(&direct, "upstream.txt", "from elsewhere\n", "direct");
+    git::ok(&direct, &["push", "--quiet", "origin", "main"]);
+    git::ok(&work, &["fetch", "--quiet", "origin"]);
+    assert_eq!(
+        git::rev(&work, "origin/main").as_deref(),
+        Some(head.as_str())
+    );
+}
+
+/// Send a raw git:// request line and return what the gate answers.
+fn raw_request(gate: &GitGate, line: &str) -> String {
+    let mut s = std::net::TcpStream::connect(gate.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let payload = format!("{line}\0host=localhost\0");
+    s.write_all(format!("{:04x}{payload}", payload.len() + 4).as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn traversal_and_unknown_repositories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, _upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    // A real repository next to base_dir that must never be reachable.
+    git::bare_upstream(&dir.path().join("secret.git"));
+    for path in [
+        "/../secret.git",
+        "/app/../../secret.git",
+        "/etc/passwd",
+        "//app",
+        "/~root/app",
+        "/app/..",
+    ] {
+        let answer = raw_request(&gate, &format!("git-upload-pack {path}"));
+        assert!(
+            answer.contains("ERR invalid repository path"),
+            "{path}: {answer:?}"
+        );
+    }
+    let answer = raw_request(&gate, "git-upload-pack /other.git");
+    assert!(
+        answer.contains("ERR unknown repository 'other'"),
+        "{answer:?}"
+    );
+    let answer = raw_request(&gate, "git-upload-archive /app.git");
+    assert!(answer.contains("ERR service not offered"), "{answer:?}");
+    // And what a real client prints.
+    let out = git::run(dir.path(), &["ls-remote", &gate.url("nope")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown repository 'nope'"));
+}

@@ -1,0 +1,268 @@
+//! `sidecars pipelock` and `sidecars egress` as real processes: config reload on a real SIGHUP,
+//! and no secret in either daemon's logs after a run through the whole chain (curl as agent).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidecars");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain-HTTP upstream on 127.0.0.1 that answers every request with its own request head.
+fn echo_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                    head.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(daemon: &str, config: &Path, log: PathBuf) -> Proc {
+        let child = Command::new(BIN)
+            .args([daemon, "--config"])
+            .arg(config)
+            .env("SIDECARS_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn stop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("daemon on port {port} never became healthy");
+}
+
+/// curl through `proxy`; stdout.
+fn curl(proxy: u16, url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20", "--proxy"])
+        .arg(format!("http://127.0.0.1:{proxy}"))
+        .arg(url)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn pipelock_reloads_its_allowlist_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = echo_upstream();
+    let port = free_port();
+    let config = dir.path().join("pipelock.json");
+    let write = |allow_host: &str| {
+        std::fs::write(
+            &config,
+            json!({
+                "listen": format!("127.0.0.1:{port}"),
+                "upstream": null,
+                "allow": [{"host": allow_host, "ports": [up]}],
+                "allow_cidrs": ["127.0.0.0/8", "::1/128"],
+            })
+            .to_string(),
+        )
+        .unwrap()
+    };
+    write("127.0.0.1");
+    let p = Proc::start("pipelock", &config, dir.path().join("pipelock.log"));
+    wait_healthy(port);
+    let by_ip = format!("http://127.0.0.1:{up}/a");
+    let by_name = format!("http://localhost:{up}/b");
+    assert!(curl(port, &by_ip).starts_with("GET /a HTTP/1.1"));
+    assert!(curl(port, &by_name).contains("blocked: host not on allowlist: localhost"));
+
+    write("localhost");
+    kill(p.pid(), Signal::SIGHUP).unwrap();
+    wait_for("the new allowlist", || {
+        curl(port, &by_name).starts_with("GET /b HTTP/1.1")
+    });
+    assert!(curl(port, &by_ip).contains("blocked: host not on allowlist: 127.0.0.1"));
+    assert!(p.log().contains("config reloaded"), "{}", p.log());
+
+    // A bad config is rejected with a log line; the old one stays in force.
+    std::fs::write(&config, r#"{"allow": [{"host": "a*b"}]}"#).unwrap();
+    kill(p.pid(), Signal::SIGHUP).unwrap();
+    wait_for("the rejection log line", || {
+        p.log().contains("config reload rejected")
+    });
+    assert!(p.log().contains("allow[0].host"), "{}", p.log());
+    assert!(curl(port, &by_name).starts_with("GET /b HTTP/1.1"));
+}
+
+#[test]
+fn secrets_never_reach_the_logs_or_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = echo_upstream();
+    let (pl_port, eg_port) = (free_port(), free_port());
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let token = "route-token-5Hq8Zr2Kx9Lm4Vt7";
+    std::fs::write(creds.join("svc"), format!("{token}\n")).unwrap();
+    let secret_env = dir.path().join("agent.env");
+    let configured = "do-not-leak-4a7b9c2d";
+    std::fs::write(&secret_env, format!("API_SECRET={configured}\n")).unwrap();
+    let (ca_cert, ca_key) = egress::generate_ca("test bottle").unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca_cert).unwrap();
+    std::fs::write(dir.path().join("ca.key"), ca_key).unwrap();
+    let eg_config = dir.path().join("egress.json");
+    std::fs::write(
+        &eg_config,
+        json!({
+            "listen": format!("127.0.0.1:{eg_port}"),
+            "allow_from": ["127.0.0.1/32"],
+            "allow_cidrs": ["127.0.0.0/8"],
+            "routes": [{"host": "localhost", "headers": {"Authorization": "Bearer ${cred:svc}"}}],
+            "credentials_dir": creds,
+            "ca_cert": dir.path().join("ca.crt"),
+            "ca_key": dir.path().join("ca.key"),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let pl_config = dir.path().join("pipelock.json");
+    std::fs::write(
+        &pl_config,
+        json!({
+            "listen": format!("127.0.0.1:{pl_port}"),
+            "upstream": format!("127.0.0.1:{eg_port}"),
+            "allow": [{"host": "localhost", "ports": [up]}],
+            "allow_cidrs": ["127.0.0.0/8", "::1/128"],
+            "secret_files": [secret_env],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut egress = Proc::start("egress", &eg_config, dir.path().join("egress.log"));
+    wait_healthy(eg_port);
+    let mut pipelock = Proc::start("pipelock", &pl_config, dir.path().join("pipelock.log"));
+    wait_healthy(pl_port);
+
+    // Injection works and the echoed credential comes back redacted.
+    let seen = curl(pl_port, &format!("http://localhost:{up}/echo"));
+    assert!(seen.contains("authorization: Bearer [REDACTED]"), "{seen}");
+    assert!(!seen.contains(token), "{seen}");
+    // DLP refusals name the rule, not the secret.
+    let r = curl(
+        pl_port,
+        &format!("http://localhost:{up}/x?k=AKIAIOSFODNN7EXAMPLE"),
+    );
+    assert!(
+        r.contains("rule aws-access-key") && !r.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{r}"
+    );
+    let r = curl(pl_port, &format!("http://localhost:{up}/{configured}"));
+    assert!(
+        r.contains("rule configured-secret") && !r.contains(configured),
+        "{r}"
+    );
+    // A secret in the host name itself.
+    let r = curl(
+        pl_port,
+        &format!("http://AKIAIOSFODNN7EXAMPLE.localhost:{up}/"),
+    );
+    assert!(r.contains("in host"), "{r}");
+
+    pipelock.stop();
+    egress.stop();
+    for (name, log) in [("pipelock", pipelock.log()), ("egress", egress.log())] {
+        assert!(
+            log.contains("allowed") || log.contains("ready"),
+            "{name}: {log}"
+        );
+        for secret in [token, configured, "AKIAIOSFODNN7EXAMPLE"] {
+            assert!(!log.contains(secret), "{name} logged a secret:\n{log}");
+        }
+    }
+}

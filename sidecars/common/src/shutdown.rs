@@ -1,0 +1,77 @@
+//! Shutdown signalling.
+//!
+//! A daemon's `run(listener, config, shutdown)` takes any future as its shutdown trigger, so
+//! tests decide when a server stops and production passes [`signal`]. [`Shutdown`] fans one
+//! trigger out to every task that must notice it (accept loops, in-flight work).
+
+use std::future::Future;
+
+use tokio::sync::watch;
+
+/// Resolves when the process receives SIGTERM or SIGINT (what `docker stop` and Ctrl-C send).
+pub async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        }
+        // Installing a handler only fails without a tokio runtime's signal driver; then
+        // waiting forever (until killed) is the honest behaviour.
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+/// A cloneable "we are shutting down" flag that tasks can await.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// The sending half of [`Shutdown`]: trigger it once, every clone notices.
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    /// A new flag and its trigger.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger { tx }, Shutdown { rx })
+    }
+
+    /// A flag that is triggered when `fut` completes (e.g. [`signal`] or a test's oneshot).
+    pub fn from_future(fut: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            fut.await;
+            trigger.trigger();
+        });
+        shutdown
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once shutdown has begun (immediately if it already has).
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        // An error means the trigger was dropped without firing: treat as shutdown too, so no
+        // task waits forever on a flag nobody can set.
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+impl ShutdownTrigger {
+    /// Begin shutdown.
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+}

@@ -1,0 +1,123 @@
+//! `egress.json`: who may use egress, which hosts get credentials, and the CA it mints
+//! certificates with.
+//!
+//! ```json
+//! {
+//!   "listen": "127.0.0.1:9099",
+//!   "allow_from": ["127.0.0.1/32"],
+//!   "routes": [{"host": "api.github.com", "headers": {"Authorization": "Bearer ${cred:github}"}}],
+//!   "vault": {"OPENAI": {"file": "/run/secrets/openai", "hosts": ["api.openai.com"]}},
+//!   "credentials_dir": "/run/secrets/credentials",
+//!   "ca_cert": "/etc/sidecars/ca/ca.crt",
+//!   "ca_key": "/etc/sidecars/ca/ca.key"
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sidecars_common::config::Validate;
+use sidecars_common::daemon::DaemonConfig;
+use sidecars_common::ssrf::IpNet;
+
+/// The whole config; every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on. In the bundle, `127.0.0.1:9099` (only pipelock reaches it).
+    pub listen: SocketAddr,
+    /// Peers (CIDRs) that may use egress; others get 403. Default: loopback only.
+    pub allow_from: Vec<IpNet>,
+    /// Hosts whose requests get headers injected (TLS is terminated for them).
+    pub routes: Vec<Route>,
+    /// `${vault:NAME}` placeholders: the file holding NAME's value and the hosts it may go to.
+    pub vault: BTreeMap<String, VaultEntry>,
+    /// Directory of credential files; `${cred:NAME}` is the file `NAME` there, trailing
+    /// newline trimmed.
+    pub credentials_dir: Option<PathBuf>,
+    /// PEM certificate of the bottle's CA (agents trust it); needed when any host is
+    /// intercepted (routes or vault).
+    pub ca_cert: Option<PathBuf>,
+    /// PEM private key of the bottle's CA.
+    pub ca_key: Option<PathBuf>,
+    /// Extra PEM files of root certificates trusted for upstream TLS, besides the webpki roots.
+    pub extra_roots: Vec<PathBuf>,
+    /// Address ranges exempt from the SSRF guard.
+    pub allow_cidrs: Vec<IpNet>,
+    /// A blind tunnel with no traffic for this long is closed.
+    pub tunnel_idle_timeout_secs: u64,
+    /// Any tunnel is closed after this long.
+    pub tunnel_max_lifetime_secs: u64,
+    /// Timeout for connecting (and the TLS handshake) upstream.
+    pub connect_timeout_secs: u64,
+}
+
+/// Headers injected into every request to one host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Exact host name (case-insensitive).
+    pub host: String,
+    /// Header name → value template; `${cred:NAME}` is replaced by the credential. An agent's
+    /// own header of the same name is dropped.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One `${vault:NAME}` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultEntry {
+    /// File holding the value (trailing newline trimmed).
+    pub file: PathBuf,
+    /// Exact hosts the value may be sent to; a placeholder sent anywhere else is refused.
+    pub hosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9099)),
+            allow_from: vec![
+                IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            routes: Vec::new(),
+            vault: BTreeMap::new(),
+            credentials_dir: None,
+            ca_cert: None,
+            ca_key: None,
+            extra_roots: Vec::new(),
+            allow_cidrs: Vec::new(),
+            tunnel_idle_timeout_secs: 300,
+            tunnel_max_lifetime_secs: 3600,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl DaemonConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+impl Validate for Config {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.tunnel_idle_timeout_secs == 0
+            || self.tunnel_max_lifetime_secs == 0
+            || self.connect_timeout_secs == 0
+        {
+            p.push("tunnel_idle_timeout_secs/tunnel_max_lifetime_secs/connect_timeout_secs: must be at least 1".into());
+        }
+        // Building the runtime state reads every file the config names: report what fails now,
+        // at startup, rather than on the first request.
+        if let Err(problems) = crate::state::State::build(self) {
+            p.extend(problems);
+        }
+        p
+    }
+}

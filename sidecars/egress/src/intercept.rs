@@ -1,0 +1,225 @@
+//! Interception for route and vault hosts: rewriting a request (vault placeholders, injected
+//! headers), the per-tunnel upstream TLS connection, and serving the agent's requests inside
+//! a CONNECT tunnel whose TLS egress terminates with a certificate from the bottle's CA.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use sidecars_common::body::Body;
+use sidecars_common::error::ApiError;
+use sidecars_common::http::new_request_id;
+use sidecars_common::proxy::{
+    blocked, connect_any, deny, origin_form, strip_hop_by_hop, CHECKED_ADDR_HEADER,
+};
+use tokio::sync::Mutex;
+
+use crate::creds::substitute_vault;
+use crate::redact::Redactor;
+use crate::state::State;
+
+/// Rewrite an outgoing request for `host`: substitute scoped `${vault:NAME}` placeholders
+/// (refusing unscoped ones), drop hop-by-hop headers and the agent's own copies of the
+/// route's headers, add the route's headers. Returns the redactor for the response.
+pub fn prepare_request(
+    state: &State,
+    host: &str,
+    parts: &mut http::request::Parts,
+) -> Result<Option<Arc<Redactor>>, ApiError> {
+    substitute_vault(&mut parts.headers, host, &state.vault).map_err(blocked)?;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(CHECKED_ADDR_HEADER);
+    let Some(rules) = state.hosts.get(host) else {
+        return Ok(None);
+    };
+    for (name, _) in &rules.inject {
+        parts.headers.remove(name);
+    }
+    for (name, value) in &rules.inject {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    if rules.redactor.is_some() {
+        // Redaction needs plain bytes: no compressed responses from intercepted hosts.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    Ok(rules.redactor.clone())
+}
+
+/// Prepare an upstream response for the agent: hop-by-hop headers dropped, credentials
+/// redacted from headers and body.
+pub fn finish_response(
+    resp: Response<Incoming>,
+    redactor: Option<Arc<Redactor>>,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body: Body = body.map_err(Into::into).boxed();
+    let body = match redactor {
+        Some(r) => {
+            r.headers(&mut parts.headers);
+            // The length may change.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            r.body(body)
+        }
+        None => body,
+    };
+    Response::from_parts(parts, body)
+}
+
+/// The upstream side of one intercepted tunnel: a TLS connection to the checked address with
+/// the original host as SNI, reconnected if the upstream closes it between requests.
+pub struct Upstream {
+    state: Arc<State>,
+    host: String,
+    addrs: Vec<SocketAddr>,
+    sender: Mutex<Option<SendRequest<Body>>>,
+}
+
+impl Upstream {
+    /// Connect now, so a dead or untrusted upstream is reported on the CONNECT (502).
+    pub async fn connect(
+        state: Arc<State>,
+        host: String,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Upstream, String> {
+        let sender = Self::dial(&state, &host, &addrs).await?;
+        Ok(Upstream {
+            state,
+            host,
+            addrs,
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    async fn dial(
+        state: &State,
+        host: &str,
+        addrs: &[SocketAddr],
+    ) -> Result<SendRequest<Body>, String> {
+        let tcp = connect_any(addrs, state.connect_timeout)
+            .await
+            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| format!("{host} is not a valid TLS server name"))?;
+        let tls = tokio::time::timeout(
+            state.connect_timeout,
+            tokio_rustls::TlsConnector::from(state.tls.clone()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| format!("TLS handshake with {host} timed out"))?
+        .map_err(|e| format!("TLS handshake with {host} failed: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP handshake with {host} failed: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, String> {
+        let fut = {
+            let mut slot = self.sender.lock().await;
+            let mut sender = match slot.take() {
+                Some(s) if !s.is_closed() => s,
+                _ => Self::dial(&self.state, &self.host, &self.addrs).await?,
+            };
+            if sender.ready().await.is_err() {
+                sender = Self::dial(&self.state, &self.host, &self.addrs).await?;
+            }
+            let fut = sender.send_request(req);
+            *slot = Some(sender);
+            fut
+        };
+        fut.await.map_err(|e| {
+            format!(
+                "upstream {}: {}",
+                self.host,
+                sidecars_common::proxy::error_chain(&e)
+            )
+        })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let request_id = new_request_id();
+        let method = req.method().clone();
+        let (mut parts, body) = req.into_parts();
+        let redactor = match prepare_request(&self.state, &self.host, &mut parts) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(%request_id, host = %self.host, %method, reason = %err.message, "denied");
+                return deny(err, &request_id);
+            }
+        };
+        parts.uri = origin_form(&parts.uri);
+        parts.version = http::Version::HTTP_11;
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(&self.host) {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+        match self.send(req).await {
+            Ok(resp) => {
+                tracing::info!(%request_id, host = %self.host, %method, status = resp.status().as_u16(), "intercepted");
+                finish_response(resp, redactor)
+            }
+            Err(msg) => {
+                tracing::warn!(%request_id, host = %self.host, %method, reason = %msg, "upstream failed");
+                deny(
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_failed",
+                        format!("upstream failed: {msg}"),
+                    ),
+                    &request_id,
+                )
+            }
+        }
+    }
+}
+
+/// Serve the agent's HTTP/1.1 requests inside an intercepted tunnel until it closes, idles
+/// past `state.tunnel.idle` between requests, or reaches the maximum lifetime.
+pub async fn serve_tunnel<IO>(
+    io: IO,
+    tls: Arc<rustls::ServerConfig>,
+    upstream: Upstream,
+) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = upstream.state.tunnel;
+    let stream = tokio::time::timeout(
+        upstream.state.connect_timeout,
+        tokio_rustls::TlsAcceptor::from(tls).accept(io),
+    )
+    .await
+    .map_err(|_| "agent TLS handshake timed out".to_string())?
+    .map_err(|e| format!("agent TLS handshake failed: {e}"))?;
+    let upstream = Arc::new(upstream);
+    let svc = service_fn(move |req| {
+        let upstream = upstream.clone();
+        async move { Ok::<_, Infallible>(upstream.handle(req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    match tokio::time::timeout(limits.max_lifetime, conn).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("tunnel reached its maximum lifetime".into()),
+    }
+}

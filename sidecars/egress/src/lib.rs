@@ -1,0 +1,90 @@
+//! egress: the last hop out of a bottle. It accepts proxy requests from pipelock only
+//! (`allow_from`), injects credentials the agent never holds into requests for route hosts
+//! (terminating their TLS with a certificate minted by the bottle's CA), substitutes
+//! `${vault:NAME}` placeholders only for the hosts NAME is scoped to, redacts injected values
+//! that an upstream echoes back, and tunnels every other host blind. Every address it connects
+//! to passes the same SSRF guard as pipelock's.
+//!
+//! # Layout
+//! | module | job |
+//! | --- | --- |
+//! | [`config`] | `egress.json`: keys, defaults; validation builds the state |
+//! | [`state`] | runtime state built from the config: host rules, vault, CA, TLS roots, clients |
+//! | [`creds`] | `${cred:NAME}` templates and `${vault:NAME}` substitution with host scoping |
+//! | [`ca`] | generating a bottle CA; minting and caching per-host leaf certificates |
+//! | [`redact`] | replacing injected values in response headers and (streamed) bodies |
+//! | [`intercept`] | request rewriting, the per-tunnel upstream TLS connection, serving inside a tunnel |
+//! | [`proxy`] | the handler: health, ACL, CONNECT (intercepted or blind), plain HTTP |
+//! | [`cli`] | `sidecars egress [--config PATH]` |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod config;
+pub mod creds;
+pub mod intercept;
+pub mod proxy;
+pub mod redact;
+pub mod state;
+
+use std::sync::Arc;
+
+use sidecars_common::http::{serve, ServeOptions};
+use sidecars_common::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+pub use ca::generate_ca;
+pub use config::Config;
+
+/// Why egress stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config's files could not be loaded (normally caught at validation).
+    #[error("invalid config: {}", .0.join("; "))]
+    Config(Vec<String>),
+    /// Serving failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serve egress on `listener` until `shutdown` fires.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let state = state::State::build(&config).map_err(RunError::Config)?;
+    let mut hosts: Vec<&str> = state.intercepted().into_iter().collect();
+    hosts.sort_unstable();
+    tracing::info!(intercepted = ?hosts, "egress ready");
+    let handler = Arc::new(proxy::Egress::new(state));
+    let mut opts = ServeOptions::new("egress");
+    opts.access_log = false;
+    // HTTP/1.1 on the raw socket, so blind tunnels are relayed zero-copy.
+    opts.http1_only = true;
+    serve(listener, handler, opts, shutdown).await?;
+    Ok(())
+}
+
+/// Command-line entry point of `sidecars egress`.
+pub mod cli {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use argh::FromArgs;
+    use sidecars_common::daemon::daemon_main;
+
+    /// Run egress, the credential-injecting last hop of the proxy chain.
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "egress")]
+    pub struct Args {
+        /// config file (default /etc/sidecars/egress.json)
+        #[argh(option)]
+        pub config: Option<PathBuf>,
+    }
+
+    /// Run the daemon to completion.
+    pub fn main(args: Args) -> ExitCode {
+        daemon_main("egress", args.config.as_deref(), super::run)
+    }
+}

@@ -1,0 +1,228 @@
+//! Everything egress needs at run time, built from the config once at startup (this also
+//! validates the config: every file it names is read here).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use rustls::{ClientConfig, RootCertStore};
+use sidecars_common::proxy::{DirectClient, TunnelLimits};
+use sidecars_common::ssrf::{normalize_host, AddressPolicy, IpNet};
+
+use crate::ca::Ca;
+use crate::config::Config;
+use crate::creds::{expand_template, read_credential, valid_name, VaultValue};
+use crate::redact::Redactor;
+
+/// Per-host interception: the headers to inject and the values to redact from responses.
+#[derive(Debug, Default)]
+pub struct HostRules {
+    /// Injected headers (the agent's headers of these names are dropped first).
+    pub inject: Vec<(HeaderName, HeaderValue)>,
+    /// Credential values that may go to this host, redacted from its responses.
+    pub redactor: Option<Arc<Redactor>>,
+}
+
+/// The runtime state.
+pub struct State {
+    /// Who may connect.
+    pub allow_from: Vec<IpNet>,
+    /// The SSRF guard.
+    pub addresses: AddressPolicy,
+    /// Intercepted hosts (routes and vault scopes), lower-case.
+    pub hosts: HashMap<String, HostRules>,
+    /// `${vault:NAME}` values.
+    pub vault: HashMap<String, VaultValue>,
+    /// The CA, if any host is intercepted.
+    pub ca: Option<Ca>,
+    /// TLS client config for intercepted upstreams.
+    pub tls: Arc<ClientConfig>,
+    /// Plain-HTTP client.
+    pub http: DirectClient,
+    /// Blind-tunnel limits.
+    pub tunnel: TunnelLimits,
+    /// Connect (and TLS handshake) timeout.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("hosts", &self.hosts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Build from `config`, reading credential, vault, CA and root files. On failure, every
+    /// problem, each starting with the config field's path.
+    pub fn build(config: &Config) -> Result<State, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut hosts: HashMap<String, HostRules> = HashMap::new();
+        let mut secrets_by_host: HashMap<String, Vec<String>> = HashMap::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let host = normalize_host(&route.host);
+            if host.is_empty() || host.contains('*') {
+                problems.push(format!(
+                    "routes[{i}].host: {:?} must be an exact host name",
+                    route.host
+                ));
+                continue;
+            }
+            let rules = hosts.entry(host.clone()).or_default();
+            for (name, template) in &route.headers {
+                let field = format!("routes[{i}].headers.{name}");
+                let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                    problems.push(format!("{field}: not a valid header name"));
+                    continue;
+                };
+                match expand_template(template, config.credentials_dir.as_deref()) {
+                    Ok((value, used)) => match HeaderValue::from_str(&value) {
+                        Ok(mut v) => {
+                            v.set_sensitive(true);
+                            rules.inject.push((header, v));
+                            secrets_by_host
+                                .entry(host.clone())
+                                .or_default()
+                                .extend(used);
+                        }
+                        Err(_) => problems.push(format!("{field}: not a valid header value")),
+                    },
+                    Err(why) => problems.push(format!("{field}: {why}")),
+                }
+            }
+        }
+        let mut vault = HashMap::new();
+        for (name, entry) in &config.vault {
+            let field = format!("vault.{name}");
+            if !valid_name(name) {
+                problems.push(format!("{field}: invalid name (letters, digits, _ - .)"));
+                continue;
+            }
+            if entry.hosts.is_empty() {
+                problems.push(format!(
+                    "{field}.hosts: empty; name the hosts it may be sent to"
+                ));
+            }
+            match read_credential(&entry.file) {
+                Ok(value) => {
+                    let scoped: Vec<String> =
+                        entry.hosts.iter().map(|h| normalize_host(h)).collect();
+                    for h in &scoped {
+                        hosts.entry(h.clone()).or_default();
+                        secrets_by_host
+                            .entry(h.clone())
+                            .or_default()
+                            .push(value.clone());
+                    }
+                    vault.insert(
+                        name.clone(),
+                        VaultValue {
+                            value,
+                            hosts: scoped,
+                        },
+                    );
+                }
+                Err(why) => problems.push(format!("{field}.file: {why}")),
+            }
+        }
+        for (host, values) in secrets_by_host {
+            if let Some(rules) = hosts.get_mut(&host) {
+                rules.redactor = Redactor::new(&values).map(Arc::new);
+            }
+        }
+        let ca = match (&config.ca_cert, &config.ca_key) {
+            (Some(cert), Some(key)) => {
+                match (std::fs::read_to_string(cert), std::fs::read_to_string(key)) {
+                    (Ok(c), Ok(k)) => match Ca::load(&c, &k) {
+                        Ok(ca) => Some(ca),
+                        Err(e) => {
+                            problems.push(format!("ca_cert/ca_key: {e}"));
+                            None
+                        }
+                    },
+                    (Err(e), _) => {
+                        problems.push(format!("ca_cert: cannot read {}: {e}", cert.display()));
+                        None
+                    }
+                    (_, Err(e)) => {
+                        problems.push(format!("ca_key: cannot read {}: {e}", key.display()));
+                        None
+                    }
+                }
+            }
+            (None, None) => {
+                if !hosts.is_empty() {
+                    problems.push(
+                        "ca_cert/ca_key: required when routes or vault entries exist (egress terminates TLS for those hosts)".into(),
+                    );
+                }
+                None
+            }
+            _ => {
+                problems.push("ca_cert/ca_key: set both or neither".into());
+                None
+            }
+        };
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for (i, path) in config.extra_roots.iter().enumerate() {
+            let field = format!("extra_roots[{i}]");
+            match std::fs::read(path) {
+                Ok(pem) => {
+                    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+                        .filter_map(Result::ok)
+                        .collect();
+                    if certs.is_empty() {
+                        problems.push(format!("{field}: no PEM certificate in {}", path.display()));
+                    }
+                    for cert in certs {
+                        if let Err(e) = roots.add(cert) {
+                            problems.push(format!("{field}: {e}"));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{field}: cannot read {}: {e}", path.display())),
+            }
+        }
+        let tls = match ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        {
+            Ok(b) => {
+                let mut c = b.with_root_certificates(roots).with_no_client_auth();
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(c)
+            }
+            Err(e) => {
+                problems.push(format!("TLS: {e}"));
+                return Err(problems);
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let connect_timeout = Duration::from_secs(config.connect_timeout_secs);
+        Ok(State {
+            allow_from: config.allow_from.clone(),
+            addresses: AddressPolicy::new(config.allow_cidrs.clone()),
+            hosts,
+            vault,
+            ca,
+            tls,
+            http: DirectClient::new(connect_timeout),
+            tunnel: TunnelLimits {
+                idle: Duration::from_secs(config.tunnel_idle_timeout_secs),
+                max_lifetime: Duration::from_secs(config.tunnel_max_lifetime_secs),
+            },
+            connect_timeout,
+        })
+    }
+
+    /// Intercepted host names (for the startup log line).
+    pub fn intercepted(&self) -> HashSet<&str> {
+        self.hosts.keys().map(String::as_str).collect()
+    }
+}

@@ -1,0 +1,155 @@
+//! `pack-exec.json`: where pack-exec listens, where packs live, and the per-daemon limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sidecars_common::config::Validate;
+use sidecars_common::daemon::DaemonConfig;
+
+/// The daemon's configuration. Every key is optional; unknown keys are an error naming the key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Agent-facing listener (the API and `/health`).
+    pub listen: SocketAddr,
+    /// Writable state: installed packs, staging for installs, per-call temp dirs. A volume,
+    /// so installs survive a restart.
+    pub state_dir: PathBuf,
+    /// Read-only packs shipped with the image or a volume (one sub-directory per pack). An
+    /// absent directory means "none".
+    pub packs_dir: PathBuf,
+    /// Largest accepted request body (pack tarballs and call inputs), in bytes.
+    pub max_body_bytes: usize,
+    /// Most handler processes running at once; further calls get `busy` (429).
+    pub concurrency: usize,
+    /// The uid:gid handlers run as — applied only when pack-exec itself runs as root, so a
+    /// handler never gets root even if the daemon does.
+    pub run_as: RunAs,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            state_dir: PathBuf::from("/var/lib/sidecars/packs"),
+            packs_dir: PathBuf::from("/usr/share/sidecars/packs"),
+            max_body_bytes: 1024 * 1024,
+            concurrency: 4 * cores,
+            run_as: RunAs {
+                uid: 65534,
+                gid: 65534,
+            },
+        }
+    }
+}
+
+/// A `uid:gid` pair, written as that string in the config.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct RunAs {
+    /// Numeric user id.
+    pub uid: u32,
+    /// Numeric group id.
+    pub gid: u32,
+}
+
+impl TryFrom<String> for RunAs {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let bad = || format!("`{text}` is not `uid:gid` with numeric ids (e.g. `65534:65534`)");
+        let (uid, gid) = text.split_once(':').ok_or_else(bad)?;
+        Ok(RunAs {
+            uid: uid.parse().map_err(|_| bad())?,
+            gid: gid.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Validate for Config {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1024..=256 * 1024 * 1024).contains(&self.max_body_bytes) {
+            p.push(format!(
+                "max_body_bytes: {} is out of range (1024 to 268435456)",
+                self.max_body_bytes
+            ));
+        }
+        if !(1..=4096).contains(&self.concurrency) {
+            p.push(format!(
+                "concurrency: {} is out of range (1 to 4096)",
+                self.concurrency
+            ));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            p.push("state_dir: must not be empty".to_string());
+        }
+        p
+    }
+}
+
+impl DaemonConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidecars_common::config::parse;
+
+    #[test]
+    fn defaults_from_empty() {
+        let c: Config = parse("{}", "t").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(
+            c.run_as,
+            RunAs {
+                uid: 65534,
+                gid: 65534
+            }
+        );
+        assert!(c.concurrency >= 4);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let msg = parse::<Config>(r#"{"concurency": 3}"#, "pack-exec.json")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("concurency"), "{msg}");
+    }
+
+    #[test]
+    fn run_as_parses_and_rejects() {
+        let c: Config = parse(r#"{"run_as":"1000:100"}"#, "t").unwrap();
+        assert_eq!(
+            c.run_as,
+            RunAs {
+                uid: 1000,
+                gid: 100
+            }
+        );
+        let msg = parse::<Config>(r#"{"run_as":"nobody"}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("run_as") && msg.contains("uid:gid"), "{msg}");
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let msg = parse::<Config>(r#"{"concurrency":0,"max_body_bytes":1}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("concurrency") && msg.contains("max_body_bytes"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! pack-exec: runs helmdeck-style command-handler packs warm, inside the sidecar.
+//!
+//! helmdeck spawns a container per call (500 ms–2 s); pack-exec keeps validated manifests in
+//! memory and spawns only the handler process, in its own process group, temp dir and uid,
+//! with the timeout, output cap, schemas and concurrency limit enforced on every call.
+//!
+//! # Layout
+//! | module | job |
+//! | --- | --- |
+//! | [`config`] | `pack-exec.json`: listener, state and shipped-packs dirs, limits, `run_as` |
+//! | [`manifest`] | `pack.json` fields and their validation into a ready-to-run [`Pack`] |
+//! | [`schema`] | the JSON-Schema subset of `input_schema` / `output_schema` |
+//! | [`archive`] | safe tar / tar.gz extraction (every entry path checked, no links out) |
+//! | [`trust`] | the `trust.sha256` pack hash |
+//! | [`store`] | installed packs on disk (atomic, persistent) + shipped packs, in-memory registry |
+//! | [`exec`] | one call: spawn, stdin/stdout/stderr, timeout, group kill, temp dir |
+//! | [`stderr`] | bounded stderr capture: tail for messages, lines to the log |
+//! | [`api`] | HTTP routes and the error-code mapping |
+//! | [`cli`] | `sidecars pack-exec`: the daemon's entry point |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod archive;
+pub mod config;
+pub mod exec;
+pub mod manifest;
+pub mod schema;
+pub mod stderr;
+pub mod store;
+pub mod trust;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use sidecars_common::http::{serve, ServeOptions};
+use sidecars_common::shutdown::Shutdown;
+
+pub use config::Config;
+pub use manifest::Pack;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `state_dir` is unusable.
+    #[error("state_dir {path}: {source}")]
+    State {
+        /// The configured directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Run pack-exec on `listener` until `shutdown` fires, then let in-flight calls finish (bounded
+/// by the drain timeout) and return.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let state_dir = config.state_dir.clone();
+    let packs_dir = config.packs_dir.clone();
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&state_dir, &packs_dir))
+        .await
+        .map_err(|e| RunError::State {
+            path: config.state_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| RunError::State {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+    let store = Arc::new(store);
+    let run_as = if nix::unistd::geteuid().is_root() {
+        tracing::info!(
+            uid = config.run_as.uid,
+            gid = config.run_as.gid,
+            "handlers run as run_as"
+        );
+        Some(config.run_as)
+    } else {
+        None
+    };
+    let api = api::Api {
+        runner: exec::Runner::new(store.tmp_dir().to_path_buf(), run_as),
+        store,
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        concurrency: config.concurrency,
+        max_body_bytes: config.max_body_bytes,
+    };
+    serve(
+        listener,
+        Arc::new(api),
+        ServeOptions::new("pack-exec"),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Command-line entry point of `sidecars pack-exec`.
+pub mod cli {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use argh::FromArgs;
+
+    /// Run the pack-exec daemon (warm command-pack runner, :9000).
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "pack-exec")]
+    pub struct Args {
+        /// config file (default /etc/sidecars/pack-exec.json)
+        #[argh(option)]
+        pub config: Option<PathBuf>,
+    }
+
+    /// Run the daemon; exit 0 after a clean shutdown, 1 on a runtime failure, 2 on a bad config.
+    pub fn main(args: Args) -> ExitCode {
+        sidecars_common::daemon::daemon_main::<crate::Config, _, _, _>(
+            "pack-exec",
+            args.config.as_deref(),
+            crate::run,
+        )
+    }
+}

@@ -1,0 +1,127 @@
+//! DLP over the parts of a request pipelock can see: the target (host, path, query), the
+//! headers, and plain-HTTP bodies. Each part is scanned as sent and, when it carries
+//! percent-escapes or HTTP Basic credentials, decoded too, so `ghp_%41…` or
+//! `Basic base64(user:token)` are caught. A hit says which rule fired and where, never the value.
+
+use base64::Engine;
+use http::{HeaderMap, Uri};
+use sidecars_common::secrets::{percent_decode, Scanner};
+
+/// A secret found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The rule that fired.
+    pub rule: &'static str,
+    /// Where: `host`, `path`, `query`, `header <name>`, `body`.
+    pub location: String,
+}
+
+impl std::fmt::Display for Hit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "secret detected (rule {}) in {}",
+            self.rule, self.location
+        )
+    }
+}
+
+fn scan_part(scanner: &Scanner, data: &[u8], location: impl Fn() -> String) -> Option<Hit> {
+    let hit = |rule| {
+        Some(Hit {
+            rule,
+            location: location(),
+        })
+    };
+    if let Some(f) = scanner.scan(data) {
+        return hit(f.rule);
+    }
+    if data.contains(&b'%') {
+        if let Some(f) = scanner.scan(&percent_decode(data)) {
+            return hit(f.rule);
+        }
+    }
+    None
+}
+
+/// Scan the request target and headers.
+pub fn scan_head(scanner: &Scanner, uri: &Uri, headers: &HeaderMap) -> Option<Hit> {
+    if let Some(authority) = uri.authority() {
+        if let Some(hit) = scan_part(scanner, authority.as_str().as_bytes(), || "host".into()) {
+            return Some(hit);
+        }
+    }
+    if let Some(hit) = scan_part(scanner, uri.path().as_bytes(), || "path".into()) {
+        return Some(hit);
+    }
+    if let Some(query) = uri.query() {
+        if let Some(hit) = scan_part(scanner, query.as_bytes(), || "query".into()) {
+            return Some(hit);
+        }
+    }
+    let mut line = Vec::with_capacity(256);
+    for (name, value) in headers {
+        // `name: value`, so `X-Api-Key: <random>` reads as a key/value assignment.
+        line.clear();
+        line.extend_from_slice(name.as_str().as_bytes());
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(value.as_bytes());
+        let location = || format!("header {name}");
+        if let Some(hit) = scan_part(scanner, &line, location) {
+            return Some(hit);
+        }
+        if let Some(decoded) = basic_credentials(value.as_bytes()) {
+            if let Some(hit) = scan_part(scanner, &decoded, location) {
+                return Some(hit);
+            }
+        }
+    }
+    None
+}
+
+/// Scan a (buffered) request body.
+pub fn scan_body(scanner: &Scanner, body: &[u8]) -> Option<Hit> {
+    scan_part(scanner, body, || "body".into())
+}
+
+/// `Basic <base64(user:password)>` → `user:password`.
+fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
+    let rest = value
+        .strip_prefix(b"Basic ")
+        .or_else(|| value.strip_prefix(b"basic "))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidecars_common::secrets::SecretConfig;
+
+    #[test]
+    fn locations() {
+        let s = Scanner::new(&SecretConfig::default()).unwrap();
+        let h = HeaderMap::new();
+        let uri: Uri = "http://x.com/a/AKIAIOSFODNN7EXAMPLE".parse().unwrap();
+        assert_eq!(
+            scan_head(&s, &uri, &h).unwrap().to_string(),
+            "secret detected (rule aws-access-key) in path"
+        );
+        let uri: Uri = "http://x.com/a?k=%41KIAIOSFODNN7EXAMPLE".parse().unwrap();
+        assert_eq!(scan_head(&s, &uri, &h).unwrap().location, "query");
+        let mut h = HeaderMap::new();
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode("x-access-token:ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789");
+        h.insert("authorization", format!("Basic {basic}").parse().unwrap());
+        let uri: Uri = "http://x.com/".parse().unwrap();
+        let hit = scan_head(&s, &uri, &h).unwrap();
+        assert_eq!(
+            (hit.rule, hit.location.as_str()),
+            ("github-token", "header authorization")
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "Zx81kQp2Lm7Vn4Rt9Ws3Yb6".parse().unwrap());
+        assert_eq!(scan_head(&s, &uri, &h).unwrap().rule, "generic-secret");
+    }
+}

@@ -1,0 +1,378 @@
+//! The guards of a bottle on real Docker: the agent's only way out is pipelock → egress (with a
+//! credential injected that the agent never sees), its git remote is git-gate (secrets refused,
+//! clean pushes forwarded upstream), and it asks for approvals over MCP at supervise.
+//!
+//! The "world" is servers this test runs on the host, reached from the bottle's egress network
+//! through the host's docker0 address; the agent's internal network has no route there.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use e2e::{docker0_ip, require_docker, run, wait_until, Bottle};
+
+/// A host process killed on drop.
+struct HostServer(Child);
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A container removed on drop.
+struct WorldContainer(String);
+
+impl Drop for WorldContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// An HTTP server on 0.0.0.0:<ephemeral> that answers every GET with "world" and records each
+/// request's headers as one JSON line in `log`. Returns the server and its port.
+fn start_http_world(log: &Path) -> (HostServer, u16) {
+    let script = r#"
+import http.server, json, sys
+log = open(sys.argv[1], "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        log.write(json.dumps(dict(self.headers)) + "\n")
+        body = b"hello from the world\n"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start python3 http server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read port");
+    let port = line.trim().parse().expect("port");
+    (HostServer(child), port)
+}
+
+/// A bare upstream repository with one commit, served by `git daemon` (receive-pack enabled).
+fn start_git_world(dir: &Path) -> (HostServer, u16) {
+    let git = |args: &[&str]| {
+        let out = run("git", args);
+        assert_eq!(out.code, 0, "git {args:?}: {}", out.stderr);
+    };
+    let seed = dir.join("seed");
+    let upstream = dir.join("upstream.git");
+    git(&["init", "-q", "-b", "main", &seed.display().to_string()]);
+    std::fs::write(seed.join("README.md"), "hello\n").expect("write");
+    let s = seed.display().to_string();
+    git(&["-C", &s, "add", "."]);
+    git(&[
+        "-C",
+        &s,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@e",
+        "commit",
+        "-qm",
+        "seed",
+    ]);
+    git(&["clone", "-q", "--bare", &s, &upstream.display().to_string()]);
+    // Pick a free port, then hand it to git daemon.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=0.0.0.0",
+            &format!("--port={port}"),
+            &format!("--base-path={}", dir.display()),
+            &dir.display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start git daemon");
+    wait_until("git daemon listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (HostServer(child), port)
+}
+
+#[test]
+fn agent_egress_git_and_approvals_go_through_the_guards() {
+    if !require_docker() {
+        return;
+    }
+    let world = tempfile::tempdir().expect("tempdir");
+    let host = docker0_ip();
+    let headers_log = world.path().join("headers.jsonl");
+    let (_http, http_port) = start_http_world(&headers_log);
+    let (_git, git_port) = start_git_world(world.path());
+    // A credential only the sidecars container gets (mode 0644 so uid 65534 can read it).
+    let token = "e2e-token-5f1c2b7a9d3e";
+    let cred = world.path().join("token");
+    std::fs::write(&cred, format!("{token}\n")).expect("write credential");
+    run("chmod", &["0644", &cred.display().to_string()]).ok("chmod");
+
+    let manifest = format!(
+        r#"
+slug = "{{slug}}"
+daemons = ["egress", "pipelock", "git-gate", "supervise", "pack-exec"]
+packs = ["{{packs}}/cmd.upper"]
+allow_cidrs = ["{host}/32", "172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8"]
+
+[[allowlist]]
+host = "{host}"
+ports = [{http_port}]
+
+[[allowlist]]
+host = "world"
+ports = [8000]
+
+[[routes]]
+host = "{host}"
+headers = {{ Authorization = "Bearer ${{cred:TOKEN}}" }}
+
+[credentials.TOKEN]
+file = "{cred}"
+
+[[git]]
+name = "app"
+upstream = "git://{host}:{git_port}/upstream.git"
+
+[agent]
+image = "sidecar-bundle/agent-test:dev"
+command = ["sleep", "infinity"]
+"#,
+        cred = cred.display()
+    );
+    let b = Bottle::up("guards", &manifest);
+    let agent = b.agent();
+    let sh = |script: &str| b.exec(&agent, &["bash", "-c", script]);
+
+    // --- egress: through the chain, with a credential the agent never sees -----------------
+    let url = format!("http://{host}:{http_port}/hello");
+    let via_proxy = sh(&format!(
+        "curl -sS --max-time 10 -H 'Authorization: Bearer agent-own' {url}"
+    ));
+    assert!(
+        via_proxy.stdout.contains("hello from the world"),
+        "agent → pipelock → egress → world failed: {via_proxy:?}"
+    );
+    // The "world" on the bottle's egress network: a server container the sidecars can reach
+    // and the agent can't, except through the proxy chain.
+    let world_name = format!("e2e-world-{}", b.slug);
+    let _ = run("docker", &["rm", "-f", &world_name]);
+    let egress_net = run(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            &b.sidecars(),
+        ],
+    )
+    .stdout
+    .split_whitespace()
+    .find(|n| n.ends_with("-egress"))
+    .expect("the sidecars container is on the egress network")
+    .to_string();
+    run(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            &world_name,
+            "--network",
+            &egress_net,
+            "--network-alias",
+            "world",
+            "sidecar-bundle/agent-test:dev",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ],
+    )
+    .ok("start the world container");
+    let _world = WorldContainer(world_name.clone());
+    let world_ip = run(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &world_name,
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    wait_until(
+        "the world container serves",
+        Duration::from_secs(20),
+        || {
+            b.exec(
+                &b.sidecars(),
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "2",
+                    &format!("http://{world_ip}:8000/"),
+                ],
+            )
+            .code
+                == 0
+        },
+    );
+    // Plain HTTP and a blind CONNECT tunnel (curl -p), both through pipelock → egress.
+    for flag in ["", "-p"] {
+        let out = sh(&format!(
+            "curl -sS --max-time 10 {flag} -o /tmp/world.out -w '%{{http_code}}' http://world:8000/; cat /tmp/world.out"
+        ));
+        assert!(
+            out.stdout.starts_with("200"),
+            "agent → world via the chain ({flag}): {out:?}"
+        );
+    }
+    // Directly, without the proxy, the world is unreachable from the agent.
+    let direct = sh(&format!(
+        "curl -sS --noproxy '*' --max-time 5 http://{world_ip}:8000/ >/dev/null && echo REACHED || echo BLOCKED"
+    ));
+    assert!(direct.stdout.contains("BLOCKED"), "{direct:?}");
+    let seen = std::fs::read_to_string(&headers_log).unwrap_or_default();
+    let first = seen.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!("Bearer {token}")),
+        "the upstream did not see the injected credential: {first}"
+    );
+    assert!(
+        !first.contains("agent-own"),
+        "the agent's own Authorization reached the upstream: {first}"
+    );
+    // The agent can't read the credential: not in its env, not in its files.
+    let leak = sh(&format!(
+        "env | grep -c {token}; grep -rs -l {token} / --exclude-dir=proc --exclude-dir=sys | head -1"
+    ));
+    assert!(
+        leak.stdout.trim_start().starts_with('0') && !leak.stdout.contains('/'),
+        "the credential is visible in the agent: {leak:?}"
+    );
+    // Not on the allowlist → 403 with the reason.
+    let denied = sh("curl -s --max-time 10 -o /dev/null -w '%{http_code}' http://example.org/");
+    assert_eq!(denied.stdout.trim(), "403", "{denied:?}");
+
+    // --- git-gate: clone, clean push forwarded upstream, secret push refused ------------------
+    let git = "git -c user.name=agent -c user.email=agent@bottle";
+    let clone = sh("cd /tmp && git clone -q \"$GIT_GATE_URL\" app && cat app/README.md");
+    assert!(
+        clone.stdout.contains("hello"),
+        "clone via git-gate: {clone:?}"
+    );
+    let push = sh(&format!(
+        "cd /tmp/app && echo clean > clean.txt && git add . && {git} commit -qm clean && git push -q origin main 2>&1"
+    ));
+    assert_eq!(push.code, 0, "clean push refused: {push:?}");
+    let upstream_log = run(
+        "git",
+        &[
+            "--git-dir",
+            &world.path().join("upstream.git").display().to_string(),
+            "log",
+            "--format=%s",
+            "main",
+        ],
+    )
+    .stdout;
+    assert!(
+        upstream_log.starts_with("clean"),
+        "clean push did not land upstream: {upstream_log}"
+    );
+    let dirty = sh(&format!(
+        "cd /tmp/app && printf 'a\\nb\\naws_key = AKIAQWERTYUIOPASDFGH\\n' > cfg.py && git add . && {git} commit -qm dirty && git push origin main 2>&1"
+    ));
+    assert_ne!(dirty.code, 0, "secret push accepted: {dirty:?}");
+    assert!(
+        dirty.stdout.contains("file cfg.py line 3") && dirty.stdout.contains("aws-access-key"),
+        "refusal names file and line: {dirty:?}"
+    );
+    assert!(
+        !dirty.stdout.contains("AKIAQWERTYUIOPASDFGH"),
+        "refusal echoes the secret: {dirty:?}"
+    );
+
+    // --- supervise: MCP from the agent, decision from the operator ----------------------------
+    let mcp = r#"
+set -e
+H=$(mktemp)
+post() { curl -sS --max-time 10 -D "$H" -H 'content-type: application/json' \
+  -H 'accept: application/json, text/event-stream' ${SID:+-H "mcp-session-id: $SID"} \
+  -H 'mcp-protocol-version: 2025-03-26' --data "$1" "$MCP_SUPERVISE_URL"; }
+post '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}' >/dev/null
+SID=$(grep -i '^mcp-session-id:' "$H" | cut -d' ' -f2 | tr -d '\r')
+post '{"jsonrpc":"2.0","method":"notifications/initialized"}' >/dev/null
+post '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_approval","arguments":{"kind":"deploy","summary":"ship it","details":"e2e"}}}'
+"#;
+    let asked = sh(mcp);
+    assert_eq!(asked.code, 0, "MCP request_approval: {asked:?}");
+    let id = asked
+        .stdout
+        .split("\\\"id\\\":\\\"")
+        .nth(1)
+        .or_else(|| asked.stdout.split("\"id\":\"").nth(1))
+        .and_then(|rest| rest.split(['\\', '"']).next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no approval id in {}", asked.stdout));
+    let listed = b.cp(&["approvals", "list", &b.slug]).ok("approvals list");
+    assert!(listed.stdout.contains(&id), "{listed:?}");
+    b.cp(&["approvals", "approve", &b.slug, &id, "--note", "go"])
+        .ok("approvals approve");
+    let decided = b
+        .cp(&["approvals", "show", &b.slug, &id])
+        .ok("approvals show");
+    assert!(decided.stdout.contains("approved"), "{decided:?}");
+
+    // Every daemon's lines are in the one container log, prefixed.
+    let logs = run("docker", &["logs", &b.sidecars()]);
+    let all = format!("{}{}", logs.stdout, logs.stderr);
+    for daemon in [
+        "init",
+        "egress",
+        "pipelock",
+        "git-gate",
+        "supervise",
+        "pack-exec",
+    ] {
+        assert!(
+            all.lines().any(|l| l.starts_with(&format!("{daemon} | "))),
+            "no `{daemon} | ` lines in docker logs"
+        );
+    }
+    assert!(!all.contains(token), "the credential reached the logs");
+}
