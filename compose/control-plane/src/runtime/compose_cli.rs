@@ -12,7 +12,6 @@
 //!   the project directory is gone.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,16 +22,15 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, OnceCell};
 
-use super::command::{display, run, run_ok};
-use super::{ExecOutput, LogLine, LogOptions, Runtime, RuntimeError, Stream};
-use crate::api::{DownReport, PublishedPort, ServiceStatus};
+use super::command::{self, display, run, Finished};
+use super::{
+    statuses, ContainerFacts, ExecOutput, LogLine, LogOptions, Runtime, RuntimeError, Stream,
+    PROJECT_LABEL, SERVICE_LABEL,
+};
+use crate::api::{DownReport, ServiceStatus};
 
 /// File name of the compose file in the project directory.
 pub const COMPOSE_FILE: &str = "compose.yaml";
-/// Label compose puts on everything of a project.
-const PROJECT_LABEL: &str = "com.docker.compose.project";
-/// Label compose puts on a service's containers.
-const SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Deadline of quick docker queries.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of `down` (stop grace 10 s per container, plus removal).
@@ -165,13 +163,7 @@ impl Runtime for ComposeCli {
         dir: &Path,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        let yaml =
-            bottle_compose::to_yaml(project).map_err(|e| RuntimeError::Model(e.to_string()))?;
-        write(&dir.join(COMPOSE_FILE), yaml.as_bytes())?;
-        write(
-            &dir.join(".env"),
-            format!("COMPOSE_PROJECT_NAME={}\n", project.name).as_bytes(),
-        )?;
+        write_compose_files(project, dir)?;
         let argv = self
             .compose_argv(&project.name, &["up", "-d", "--remove-orphans"])
             .await?;
@@ -288,6 +280,11 @@ impl Runtime for ComposeCli {
         let mut full = self.docker(&["exec", &id]);
         full.extend(argv.iter().cloned());
         let out = run(&full, None, QUERY_TIMEOUT).await?;
+        if out.code != Some(0) {
+            if let Some(why) = daemon_unreachable(&out.stderr) {
+                return Err(RuntimeError::Unreachable(why));
+            }
+        }
         Ok(ExecOutput {
             code: out.code.unwrap_or(-1),
             stdout: out.stdout,
@@ -307,6 +304,59 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, tx: mpsc:
             return;
         }
     }
+}
+
+/// [`command::run_ok`], but "the docker CLI cannot reach the daemon" becomes
+/// [`RuntimeError::Unreachable`] (the same variant the Engine backend uses), so front ends can
+/// tell a host problem from a failed operation.
+async fn run_ok(
+    argv: &[String],
+    cwd: Option<&Path>,
+    timeout: Duration,
+) -> Result<Finished, RuntimeError> {
+    command::run_ok(argv, cwd, timeout)
+        .await
+        .map_err(|e| match e {
+            RuntimeError::Failed { ref stderr, .. } => {
+                match daemon_unreachable(stderr.as_bytes()) {
+                    Some(why) => RuntimeError::Unreachable(why),
+                    None => e,
+                }
+            }
+            e => e,
+        })
+}
+
+/// The daemon-unreachable messages of the docker CLI and of docker-compose v1/v2, turned into
+/// one message saying what to check.
+fn daemon_unreachable(stderr: &[u8]) -> Option<String> {
+    const MARKERS: [&str; 4] = [
+        "Cannot connect to the Docker daemon",
+        "permission denied while trying to connect to the Docker daemon",
+        "Couldn't connect to Docker daemon",
+        "Error while fetching server API version",
+    ];
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| MARKERS.iter().any(|m| l.contains(m)))?;
+    Some(format!(
+        "cannot reach the Docker daemon: {} (is Docker running, and is its socket readable by this user?)",
+        line.trim()
+    ))
+}
+
+/// Write what makes the project directory a compose project: the compose file rendered from
+/// the model and `.env` naming the project, so compose run by hand in the directory addresses
+/// the same project. Both backends write them (the Engine backend too, so the directory stays
+/// usable with compose and the containers' `config_files` label points at a real file).
+pub fn write_compose_files(project: &Project, dir: &Path) -> Result<(), RuntimeError> {
+    let yaml = bottle_compose::to_yaml(project).map_err(|e| RuntimeError::Model(e.to_string()))?;
+    write(&dir.join(COMPOSE_FILE), yaml.as_bytes())?;
+    write(
+        &dir.join(".env"),
+        format!("COMPOSE_PROJECT_NAME={}\n", project.name).as_bytes(),
+    )
 }
 
 fn write(path: &Path, contents: &[u8]) -> Result<(), RuntimeError> {
@@ -364,52 +414,45 @@ struct InspectBinding {
 /// `docker inspect` output → statuses, sorted by service.
 fn parse_inspect(json: &[u8]) -> Result<Vec<ServiceStatus>, String> {
     let items: Vec<Inspect> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    let mut out: Vec<ServiceStatus> = items
-        .into_iter()
-        .map(|i| {
-            let labels = i.config.labels.unwrap_or_default();
-            let mut ports: Vec<PublishedPort> = i
+    Ok(statuses(items.into_iter().map(|i| {
+        ContainerFacts {
+            name: i.name,
+            labels: i.config.labels.unwrap_or_default(),
+            status: i.state.status,
+            exit_code: i.state.exit_code,
+            health: i.state.health.map(|h| h.status),
+            ports: i
                 .network_settings
                 .ports
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|(key, bindings)| {
-                    let port: u16 = key.split('/').next()?.parse().ok()?;
-                    Some((port, bindings.unwrap_or_default()))
+                .map(|(key, bindings)| {
+                    let bindings = bindings
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|b| (b.host_ip, b.host_port))
+                        .collect();
+                    (key, bindings)
                 })
-                .flat_map(|(port, bindings)| {
-                    bindings.into_iter().filter_map(move |b| {
-                        let ip: IpAddr = if b.host_ip.is_empty() {
-                            IpAddr::from([0, 0, 0, 0])
-                        } else {
-                            b.host_ip.parse().ok()?
-                        };
-                        Some(PublishedPort {
-                            container_port: port,
-                            host: SocketAddr::new(ip, b.host_port.parse().ok()?),
-                        })
-                    })
-                })
-                .collect();
-            ports.sort_by_key(|p| (p.container_port, p.host));
-            let exited = i.state.status != "running" && i.state.status != "created";
-            ServiceStatus {
-                service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                container: i.name.trim_start_matches('/').to_string(),
-                state: i.state.status,
-                health: i.state.health.map(|h| h.status),
-                exit_code: exited.then_some(i.state.exit_code),
-                ports,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.service.cmp(&b.service));
-    Ok(out)
+                .collect(),
+        }
+    })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PublishedPort;
+
+    #[test]
+    fn unreachable_daemon_is_recognised() {
+        let why = daemon_unreachable(
+            b"Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+        )
+        .unwrap();
+        assert!(why.contains("cannot reach the Docker daemon"), "{why}");
+        assert!(daemon_unreachable(b"Error: No such container: x").is_none());
+    }
 
     #[test]
     fn inspect_output_is_parsed() {

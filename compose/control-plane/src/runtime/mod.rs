@@ -1,13 +1,23 @@
 //! The runtime seam: how a bottle's compose model becomes containers, and how they are
 //! inspected and torn down. Backends implement [`Runtime`] around the model
-//! ([`bottle_compose::model::Project`]), not around CLI strings, so the Docker Engine API
-//! (bollard) and Kubernetes backends can plug in later. This backend is
-//! [`compose_cli::ComposeCli`].
+//! ([`bottle_compose::model::Project`]), not around CLI strings, so one rendered model drives
+//! every backend the same way:
+//!
+//! - [`compose_cli::ComposeCli`] shells out to `docker compose` / `docker-compose`;
+//! - [`engine::Engine`] talks to the Docker Engine API directly (no compose needed), creating
+//!   exactly what compose would (same names and labels, so either backend, or compose by hand,
+//!   can inspect and take down what the other brought up);
+//! - [`select::select`] picks one from the environment (`BOT_BOTTLE_RUNTIME`).
+//!
+//! See docs/runtime.md.
 
 pub mod command;
 pub mod compose_cli;
+pub mod engine;
+pub mod select;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,7 +25,13 @@ use async_trait::async_trait;
 use bottle_compose::model::Project;
 use tokio::sync::mpsc;
 
-use crate::api::{DownReport, ServiceStatus};
+use crate::api::{DownReport, PublishedPort, ServiceStatus};
+
+/// Label compose puts on everything of a project (containers, networks, volumes). Both backends
+/// find a project's objects by it, so neither needs the project directory to inspect or remove.
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+/// Label compose puts on a service's containers: how a container is mapped back to its service.
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// A container runtime able to run bottles.
 #[async_trait]
@@ -73,6 +89,128 @@ pub trait Runtime: Send + Sync {
             .find(|p| p.container_port == container_port)
             .map(|p| p.host))
     }
+}
+
+/// A boxed runtime is a runtime, so the backend can be chosen at run time
+/// ([`select::select`] returns `Box<dyn Runtime>`) and still drive `Controller<R: Runtime>`.
+#[async_trait]
+impl<T: Runtime + ?Sized> Runtime for Box<T> {
+    async fn describe(&self) -> Result<String, RuntimeError> {
+        (**self).describe().await
+    }
+
+    async fn up(
+        &self,
+        project: &Project,
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        (**self).up(project, dir, timeout).await
+    }
+
+    async fn down(&self, project: &str, dir: Option<&Path>) -> Result<DownReport, RuntimeError> {
+        (**self).down(project, dir).await
+    }
+
+    async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {
+        (**self).containers(project).await
+    }
+
+    async fn logs(
+        &self,
+        project: &str,
+        service: &str,
+        options: LogOptions,
+    ) -> Result<mpsc::Receiver<LogLine>, RuntimeError> {
+        (**self).logs(project, service, options).await
+    }
+
+    async fn exec(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+    ) -> Result<ExecOutput, RuntimeError> {
+        (**self).exec(project, service, argv).await
+    }
+
+    async fn published_port(
+        &self,
+        project: &str,
+        service: &str,
+        container_port: u16,
+    ) -> Result<Option<SocketAddr>, RuntimeError> {
+        (**self)
+            .published_port(project, service, container_port)
+            .await
+    }
+}
+
+/// What a backend read about one container (from `docker inspect` or the Engine API), before
+/// it becomes a [`ServiceStatus`]. Both backends go through [`ContainerFacts::into_status`], so
+/// state, health, exit code and ports mean the same whichever backend reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFacts {
+    /// Container name (a leading `/`, as Docker reports it, is removed).
+    pub name: String,
+    /// Container labels (the service comes from [`SERVICE_LABEL`]).
+    pub labels: HashMap<String, String>,
+    /// Docker's state (`created`, `running`, `exited`, ...).
+    pub status: String,
+    /// Exit code of the last run (only reported once the container is not running).
+    pub exit_code: i64,
+    /// Health status, when the container has a healthcheck.
+    pub health: Option<String>,
+    /// Published ports: `"9000/tcp"` → `(host ip, host port)` bindings; `None` bindings
+    /// (exposed, not published) are empty.
+    pub ports: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl ContainerFacts {
+    /// The status the control plane reports. An empty host IP means every address
+    /// (`0.0.0.0`); bindings that do not parse are skipped.
+    pub fn into_status(self) -> ServiceStatus {
+        let mut ports: Vec<PublishedPort> = self
+            .ports
+            .into_iter()
+            .filter_map(|(key, bindings)| {
+                let port: u16 = key.split('/').next()?.parse().ok()?;
+                Some((port, bindings))
+            })
+            .flat_map(|(port, bindings)| {
+                bindings
+                    .into_iter()
+                    .filter_map(move |(host_ip, host_port)| {
+                        let ip: IpAddr = if host_ip.is_empty() {
+                            IpAddr::from([0, 0, 0, 0])
+                        } else {
+                            host_ip.parse().ok()?
+                        };
+                        Some(PublishedPort {
+                            container_port: port,
+                            host: SocketAddr::new(ip, host_port.parse().ok()?),
+                        })
+                    })
+            })
+            .collect();
+        ports.sort_by_key(|p| (p.container_port, p.host));
+        let exited = self.status != "running" && self.status != "created";
+        ServiceStatus {
+            service: self.labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+            container: self.name.trim_start_matches('/').to_string(),
+            state: self.status,
+            health: self.health,
+            exit_code: exited.then_some(self.exit_code),
+            ports,
+        }
+    }
+}
+
+/// Statuses of a project's containers, sorted by service (the order both backends report).
+pub fn statuses(facts: impl IntoIterator<Item = ContainerFacts>) -> Vec<ServiceStatus> {
+    let mut out: Vec<ServiceStatus> = facts.into_iter().map(ContainerFacts::into_status).collect();
+    out.sort_by(|a, b| a.service.cmp(&b.service));
+    out
 }
 
 /// Options of [`Runtime::logs`].
@@ -170,4 +308,24 @@ pub enum RuntimeError {
     /// The model cannot be expressed by this backend.
     #[error("cannot serialize the compose model: {0}")]
     Model(String),
+    /// The Docker daemon cannot be reached at all (socket missing, connection refused,
+    /// permission denied). Kept apart from other failures because nothing about the request was
+    /// wrong: the HTTP API answers 503 for it, and the fix is on the host.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A Docker Engine API call failed (the daemon answered with an error, or the answer made
+    /// no sense). `op` says what the backend was doing.
+    #[error("Docker Engine API: {op}: {message}")]
+    Engine {
+        /// What the backend was doing (`create container bot-bottle-agent-x`, ...).
+        op: String,
+        /// Why it failed, with what to do about it when known.
+        message: String,
+    },
+    /// `BOT_BOTTLE_RUNTIME` names no backend.
+    #[error("BOT_BOTTLE_RUNTIME={value:?} is not a runtime backend: use compose, engine or auto")]
+    UnknownBackend {
+        /// The value found.
+        value: String,
+    },
 }
