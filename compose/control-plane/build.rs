@@ -7,7 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Read at run time, not with `env!`: a build-script binary cargo reuses from another
+    // checkout sharing the target dir would otherwise embed that checkout's packs.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let root = Path::new(&manifest_dir).join("../..");
     let packs = root.join("packs");
     println!("cargo:rerun-if-changed={}", packs.display());
     println!(

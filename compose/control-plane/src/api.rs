@@ -165,6 +165,15 @@ pub enum ControlError {
         /// The slug asked for.
         slug: String,
     },
+    /// A bottle with that slug already exists (or is being created): creating it again over
+    /// the API would silently replace it.
+    #[error(
+        "bottle {slug:?} already exists (DELETE /v1/bottles/{slug} first, or pick another slug)"
+    )]
+    Conflict {
+        /// The slug asked for.
+        slug: String,
+    },
     /// The host guard (firewall rule for the agent's network) could not be installed.
     #[error(transparent)]
     HostGuard(#[from] crate::host_guard::HostGuardError),
@@ -238,6 +247,7 @@ impl ControlError {
             ControlError::Render(_) => "invalid_options",
             ControlError::Usage(_) => "usage",
             ControlError::UnknownBottle { .. } => "unknown_bottle",
+            ControlError::Conflict { .. } => "conflict",
             ControlError::Runtime(_) => "runtime",
             ControlError::HostGuard(_) => "host_guard",
             ControlError::Io { .. } => "io",
@@ -249,6 +259,30 @@ impl ControlError {
         }
     }
 
+    /// HTTP status of the API's error answer: the client's fault (4xx), the runtime's or a
+    /// daemon's (502/503), or ours (500).
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            ControlError::Manifest(_)
+            | ControlError::Render(_)
+            | ControlError::Usage(_)
+            | ControlError::Credential { .. } => S::BAD_REQUEST,
+            ControlError::UnknownBottle { .. } => S::NOT_FOUND,
+            ControlError::Conflict { .. } => S::CONFLICT,
+            ControlError::Runtime(e) if e.is_unreachable() => S::SERVICE_UNAVAILABLE,
+            ControlError::Runtime(_) | ControlError::Unreachable { .. } => S::BAD_GATEWAY,
+            ControlError::Daemon { status, .. } => S::from_u16(*status).unwrap_or(S::BAD_GATEWAY),
+            // supervise-ctl's own refusals: an unknown id, or a request decided already.
+            ControlError::Approval(m) if m.starts_with("no approval") => S::NOT_FOUND,
+            ControlError::Approval(m) if m.contains("already") => S::CONFLICT,
+            ControlError::Approval(_) => S::UNPROCESSABLE_ENTITY,
+            ControlError::HostGuard(_) | ControlError::Io { .. } | ControlError::Ca(_) => {
+                S::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> ControlError {
         ControlError::Io {
@@ -256,6 +290,15 @@ impl ControlError {
             path: path.display().to_string(),
             source,
         }
+    }
+}
+
+impl RuntimeError {
+    /// Whether the failure is "Docker is not reachable" (socket missing, daemon down,
+    /// permission denied) rather than a failed operation: the API answers 503 for it, since
+    /// retrying later can succeed and nothing about the request was wrong.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Unreachable(_))
     }
 }
 

@@ -40,6 +40,30 @@ pub enum Command {
     Packs(PacksArgs),
     /// `approvals`
     Approvals(ApprovalsArgs),
+    /// `serve`
+    Serve(ServeArgs),
+}
+
+/// Serve the HTTP API (docs/api.md): bottles are created, inspected and deleted over HTTP.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {
+    /// address to listen on (default 127.0.0.1:8080; the image uses 0.0.0.0:8080)
+    #[argh(option, default = "std::net::SocketAddr::from(([127, 0, 0, 1], 8080))")]
+    pub listen: std::net::SocketAddr,
+    /// file holding the bearer token (else the CONTROL_PLANE_TOKEN environment variable)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// run without authentication (anyone who reaches the port controls Docker); every
+    /// startup log line says so
+    #[argh(switch)]
+    pub insecure_no_auth: bool,
+    /// largest request body accepted, in bytes (default 1048576)
+    #[argh(option, default = "crate::server::DEFAULT_MAX_BODY")]
+    pub max_body_bytes: usize,
+    /// seconds `POST /v1/bottles` waits for the bottle to be healthy (default 120)
+    #[argh(option, default = "120")]
+    pub timeout: u64,
 }
 
 /// List and decide a bottle's supervise approval requests (runs supervise-ctl in its sidecars).
@@ -258,6 +282,11 @@ pub struct PacksCall {
 pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<(), ControlError> {
     let mut out = std::io::stdout().lock();
     match command {
+        Command::Serve(_) => {
+            return Err(ControlError::Usage(
+                "`serve` runs a server; start it through the control-plane binary".into(),
+            ))
+        }
         Command::Render(args) => {
             let rendered = ctl.render(Source::File(args.manifest))?;
             if let Some(dir) = &args.out {

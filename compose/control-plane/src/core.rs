@@ -2,8 +2,10 @@
 //! render, up (and wait until healthy), down, ps, logs, packs. Front ends only parse input and
 //! print results.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bottle_compose::render::{enabled_daemons, SIDECARS};
@@ -13,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{BottleState, BottleSummary, ControlError, DownReport, Endpoint, UpReport};
 use crate::approvals::{self, Answer, Op};
+use crate::host_guard::Mode as HostGuardMode;
 use crate::logs;
 use crate::packs::PackClient;
 use crate::project::write_project;
@@ -33,8 +36,8 @@ pub struct Settings {
     /// Candidates for the host's public roots, first readable wins (the agent's CA bundle is
     /// these roots plus the bottle CA). Default [`crate::ca::SYSTEM_ROOTS`].
     pub system_roots: Vec<PathBuf>,
-    /// Install the host guard firewall rule (default on; `BOT_BOTTLE_HOST_GUARD=off`).
-    pub host_guard: bool,
+    /// The host guard's firewall layer (`BOT_BOTTLE_HOST_GUARD`, default auto).
+    pub host_guard: crate::host_guard::Mode,
 }
 
 impl Default for Settings {
@@ -44,7 +47,7 @@ impl Default for Settings {
             up_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(120),
             system_roots: crate::ca::SYSTEM_ROOTS.iter().map(PathBuf::from).collect(),
-            host_guard: true,
+            host_guard: crate::host_guard::Mode::Auto,
         }
     }
 }
@@ -65,6 +68,39 @@ pub struct Controller<R> {
     runtime: R,
     state: StateDir,
     settings: Settings,
+    /// Slugs whose `create` is in flight: a second concurrent create of the same slug is a
+    /// conflict, not a race on the same project directory.
+    creating: Mutex<HashSet<String>>,
+}
+
+/// A bottle in detail (`GET /v1/bottles/{slug}`): containers, each daemon's health as
+/// sidecar-init reports it, and where the daemons are published.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BottleDetail {
+    /// State and containers.
+    #[serde(flatten)]
+    pub summary: BottleSummary,
+    /// `sidecar-init status --json` from the sidecars container (`null` when it cannot run).
+    pub daemons: Option<serde_json::Value>,
+    /// Why `daemons` is null, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemons_error: Option<String>,
+    /// Each enabled daemon's published port on the host.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Releases a slug claimed by [`Controller::create`] when the create ends (any way).
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    slug: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.slug);
+        }
+    }
 }
 
 impl<R: Runtime> Controller<R> {
@@ -74,7 +110,13 @@ impl<R: Runtime> Controller<R> {
             runtime,
             state,
             settings,
+            creating: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The runtime backend (for `describe` and the API's health answer).
+    pub fn runtime(&self) -> &R {
+        &self.runtime
     }
 
     /// The state directory.
@@ -106,9 +148,46 @@ impl<R: Runtime> Controller<R> {
         crate::source::write_file(&path, rendered.yaml.as_bytes(), 0o644)
     }
 
-    /// Render, write the project dir, start the bottle and wait until it is healthy.
+    /// Render, write the project dir, start the bottle and wait until it is healthy. An
+    /// existing bottle of the same slug is updated in place (the CLI's `up`).
     pub async fn up(&self, source: Source) -> Result<UpReport, ControlError> {
         let rendered = self.render(source)?;
+        self.up_rendered(rendered).await
+    }
+
+    /// `up` for a bottle that must not exist yet (the API's `POST /v1/bottles`): a slug that
+    /// is known in the state dir, has containers, or is being created right now is a
+    /// [`ControlError::Conflict`]. The manifest is validated before anything is checked or
+    /// written, so a bad manifest is a 400 even when the slug exists.
+    pub async fn create(&self, source: Source) -> Result<UpReport, ControlError> {
+        let rendered = self.render(source)?;
+        let slug = rendered.bundle.slug.clone();
+        let conflict = || ControlError::Conflict { slug: slug.clone() };
+        {
+            let mut set = self.creating.lock().map_err(|_| conflict())?;
+            if !set.insert(slug.clone()) {
+                return Err(conflict());
+            }
+        }
+        let _claim = Claim {
+            set: &self.creating,
+            slug: slug.clone(),
+        };
+        if self.state.record(&slug)?.is_some() {
+            return Err(conflict());
+        }
+        if !self
+            .runtime
+            .containers(&rendered.bundle.project.name)
+            .await?
+            .is_empty()
+        {
+            return Err(conflict());
+        }
+        self.up_rendered(rendered).await
+    }
+
+    async fn up_rendered(&self, rendered: Rendered) -> Result<UpReport, ControlError> {
         let slug = rendered.bundle.slug.clone();
         let dir = self.state.bottle_dir(&slug);
         check_credentials(&rendered.bundle)?;
@@ -130,6 +209,13 @@ impl<R: Runtime> Controller<R> {
             }
         }
         notes.extend(credential_notes(&rendered.bundle));
+        // Every backend gets the same file on disk: what `GET …/compose.yaml` serves and what
+        // an operator can run `docker compose -f` on by hand.
+        crate::source::write_file(
+            &dir.join(crate::runtime::compose_cli::COMPOSE_FILE),
+            rendered.yaml.as_bytes(),
+            0o644,
+        )?;
         let record = BottleRecord {
             slug: slug.clone(),
             project: rendered.bundle.project.name.clone(),
@@ -141,37 +227,32 @@ impl<R: Runtime> Controller<R> {
         };
         self.state.save(&record)?;
         // Before compose creates the network: no window in which the agent reaches the host.
-        if self.settings.host_guard {
-            crate::host_guard::install(&internal_bridge_name(&rendered.bundle.project.name))
-                .await?;
-        } else {
-            notes.push(
-                "host guard off (BOT_BOTTLE_HOST_GUARD=off): the agent can reach services listening on this host"
+        let bridge = internal_bridge_name(&rendered.bundle.project.name);
+        match self.settings.host_guard {
+            HostGuardMode::Required => crate::host_guard::install(&bridge).await?,
+            HostGuardMode::Auto => {
+                if let Err(e) = crate::host_guard::install(&bridge).await {
+                    tracing::info!(error = %e, "host guard firewall layer not installed");
+                    notes.push(format!(
+                        "host guard: no firewall rule for bridge {bridge} (iptables unavailable here); the agent's network has no host address, which keeps it off host services (BOT_BOTTLE_HOST_GUARD=on makes the rule mandatory)"
+                    ));
+                }
+            }
+            HostGuardMode::Off => notes.push(
+                "host guard firewall layer off (BOT_BOTTLE_HOST_GUARD=off): only the agent's network having no host address keeps it off host services"
                     .to_string(),
-            );
+            ),
         }
         let deadline = Instant::now() + self.settings.up_timeout;
         self.runtime
             .up(&rendered.bundle.project, &dir, self.settings.up_timeout)
             .await?;
         let bottle = self.wait_healthy(&record, deadline).await?;
-        let endpoints = enabled_daemons(&rendered.loaded.manifest)
-            .into_iter()
-            .filter_map(|d| {
-                let host = bottle
-                    .services
-                    .iter()
-                    .filter(|s| s.service == SIDECARS)
-                    .flat_map(|s| s.ports.iter())
-                    .find(|p| p.container_port == d.port())?
-                    .host;
-                Some(Endpoint {
-                    daemon: d.name().to_string(),
-                    container_port: d.port(),
-                    host,
-                })
-            })
+        let names: Vec<String> = enabled_daemons(&rendered.loaded.manifest)
+            .iter()
+            .map(|d| d.name().to_string())
             .collect();
+        let endpoints = endpoints(&names, &bottle);
         let agent_env = bottle_compose::render::agent_env(&rendered.loaded.manifest)
             .into_iter()
             .collect();
@@ -245,7 +326,7 @@ impl<R: Runtime> Controller<R> {
             .runtime
             .down(&project, dir.is_dir().then_some(dir.as_path()))
             .await?;
-        if self.settings.host_guard {
+        if self.settings.host_guard != HostGuardMode::Off {
             crate::host_guard::remove(&internal_bridge_name(&project)).await;
         }
         report.state_removed = self.state.remove(&slug)?;
@@ -280,6 +361,56 @@ impl<R: Runtime> Controller<R> {
             });
         }
         Ok(out)
+    }
+
+    /// One bottle in detail: containers, daemon health from `sidecar-init status --json`
+    /// (run in the sidecars container), published daemon ports.
+    pub async fn inspect(&self, slug: &str) -> Result<BottleDetail, ControlError> {
+        let record = self.known(slug)?;
+        let services = self.runtime.containers(&record.project).await?;
+        let summary = BottleSummary {
+            slug: record.slug.clone(),
+            project: record.project.clone(),
+            state: BottleState::of(&services),
+            services,
+        };
+        let (daemons, daemons_error) = if summary.state == BottleState::Down {
+            (None, Some("the bottle has no containers".to_string()))
+        } else {
+            let argv = [INIT_PATH, "status", "--json"].map(String::from);
+            match self.runtime.exec(&record.project, SIDECARS, &argv).await {
+                Ok(out) if out.code == 0 => match serde_json::from_slice(&out.stdout) {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(format!("unreadable sidecar-init status: {e}"))),
+                },
+                Ok(out) => (
+                    None,
+                    Some(format!(
+                        "sidecar-init status exited {}: {}",
+                        out.code,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )),
+                ),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        };
+        let endpoints = endpoints(&record.daemons, &summary);
+        Ok(BottleDetail {
+            summary,
+            daemons,
+            daemons_error,
+            endpoints,
+        })
+    }
+
+    /// The compose file the bottle was brought up from.
+    pub fn compose_yaml(&self, slug: &str) -> Result<String, ControlError> {
+        self.known(slug)?;
+        let path = self
+            .state
+            .bottle_dir(slug)
+            .join(crate::runtime::compose_cli::COMPOSE_FILE);
+        std::fs::read_to_string(&path).map_err(|e| ControlError::io("cannot read", &path, e))
     }
 
     fn known(&self, slug: &str) -> Result<BottleRecord, ControlError> {
@@ -396,6 +527,31 @@ impl<R: Runtime> Controller<R> {
     ) -> Result<Bytes, ControlError> {
         self.pack_exec(slug).await?.call(name, input).await
     }
+}
+
+/// Where sidecar-init lives in the sidecars image (it is PID 1 there).
+pub const INIT_PATH: &str = "/sidecar-init";
+
+/// Each named daemon's published port on the host, from the sidecars container's ports.
+fn endpoints(daemons: &[String], bottle: &BottleSummary) -> Vec<Endpoint> {
+    daemons
+        .iter()
+        .filter_map(|name| {
+            let daemon = Daemon::from_name(name)?;
+            let host = bottle
+                .services
+                .iter()
+                .filter(|s| s.service == SIDECARS)
+                .flat_map(|s| s.ports.iter())
+                .find(|p| p.container_port == daemon.port())?
+                .host;
+            Some(Endpoint {
+                daemon: name.clone(),
+                container_port: daemon.port(),
+                host,
+            })
+        })
+        .collect()
 }
 
 /// Every credential file must exist and be a regular file before compose runs: a missing bind

@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | [`api`] | types shared by the CLI and the later HTTP API: summaries, states, the error type and its exit codes |
 //! | [`core`] | the operations (render, up, down, ps, logs, packs, approvals), written once for every front end |
-//! | [`runtime`] | the [`runtime::Runtime`] seam and its compose-CLI backend |
+//! | [`runtime`] | the [`runtime::Runtime`] seam, its compose-CLI and Docker Engine API backends, and backend selection |
 //! | [`state`] | the state directory: one project directory and record per bottle |
 //! | [`source`] | where a manifest and its packs come from (a file, or the embedded example) |
 //! | [`project`] | writing a rendered bottle into its project directory |
@@ -16,6 +16,7 @@
 //! | [`host_guard`] | the firewall rule that keeps the agent from services on the host |
 //! | [`ca`] | the bottle's CA (egress): generated once, key readable by the sidecars user only, the agent's bundle |
 //! | [`approvals`] | supervise's approval queue, through `supervise-ctl` in the sidecars container |
+//! | [`server`] | `serve`: the HTTP API over the same controller (routes, bearer auth) |
 //! | [`cli`] | argh definitions and output formatting |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -30,5 +31,6 @@ pub mod logs;
 pub mod packs;
 pub mod project;
 pub mod runtime;
+pub mod server;
 pub mod source;
 pub mod state;

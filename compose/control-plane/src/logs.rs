@@ -6,7 +6,8 @@
 pub fn is_from(line: &[u8], daemon: &str) -> bool {
     let name = daemon.as_bytes();
     if let Some(rest) = line.strip_prefix(name) {
-        if rest.starts_with(b" | ") || rest == b" |" {
+        // `name |+ ` marks the non-final pieces of an over-long line (sidecar-init's relay).
+        if rest.starts_with(b" | ") || rest == b" |" || rest.starts_with(b" |+ ") {
             return true;
         }
     }

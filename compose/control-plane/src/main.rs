@@ -6,10 +6,16 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use bottle_compose::RenderOptions;
 use control_plane::api::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE};
-use control_plane::cli::{self, Cli, Command};
+use std::sync::Arc;
+
+use control_plane::api::ControlError;
+use control_plane::cli::{self, Cli, Command, ServeArgs};
 use control_plane::core::{Controller, Settings};
-use control_plane::runtime::compose_cli::ComposeCli;
+use control_plane::server::auth::{Token, TokenError};
+use control_plane::server::ServeConfig;
 use control_plane::state::StateDir;
+use sidecars_common::shutdown::Shutdown;
+use tracing::Instrument;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -27,13 +33,19 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if matches!(cli.command, Command::Serve(_)) {
+        // The server logs like the sidecar daemons: info by default, JSON with
+        // SIDECARS_LOG_FORMAT=json, filter in SIDECARS_LOG.
+        sidecars_common::logging::init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) => {
@@ -61,19 +73,86 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.host_guard =
-        !env("BOT_BOTTLE_HOST_GUARD").is_some_and(|v| v.eq_ignore_ascii_case("off"));
+        control_plane::host_guard::Mode::parse(env("BOT_BOTTLE_HOST_GUARD").as_deref())
+            .map_err(ControlError::Usage)?;
     if let Some(roots) = env("BOT_BOTTLE_SYSTEM_ROOTS").filter(|r| !r.is_empty()) {
         settings.system_roots = vec![std::path::PathBuf::from(roots)];
     }
-    if let Command::Up(up) = &cli.command {
-        settings.up_timeout = cli::seconds(up.timeout);
+    match &cli.command {
+        Command::Up(up) => settings.up_timeout = cli::seconds(up.timeout),
+        Command::Serve(serve) => settings.up_timeout = cli::seconds(serve.timeout),
+        _ => {}
     }
     let state = StateDir::resolve(env)?;
-    let runtime = ComposeCli::new(env("BOT_BOTTLE_COMPOSE"));
-    let controller = Controller::new(runtime, state, settings);
+    if let Command::Serve(args) = cli.command {
+        return serve(args, state, settings);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(cli::run(&controller, cli.command))?;
-    Ok(())
+    rt.block_on(async {
+        let runtime = select(env).await?;
+        let controller = Controller::new(runtime, state, settings);
+        cli::run(&controller, cli.command).await?;
+        Ok(())
+    })
+}
+
+/// `control-plane serve`: resolve the token, pick the runtime, serve until SIGTERM/SIGINT.
+fn serve(args: ServeArgs, state: StateDir, settings: Settings) -> anyhow::Result<()> {
+    let token = Token::load(
+        std::env::var("CONTROL_PLANE_TOKEN").ok(),
+        args.token_file.as_deref(),
+    )
+    .map_err(|e| ControlError::Usage(e.to_string()))?;
+    if token.is_none() && !args.insecure_no_auth {
+        return Err(ControlError::Usage(TokenError::Missing.to_string()).into());
+    }
+    if token.is_some() && args.insecure_no_auth {
+        return Err(ControlError::Usage(
+            "--insecure-no-auth with a token configured: drop one of them".into(),
+        )
+        .into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        // With auth off, every line logged while serving carries `auth=DISABLED`.
+        let auth = if token.is_some() {
+            "bearer token"
+        } else {
+            "DISABLED (--insecure-no-auth: anyone who reaches this port controls Docker)"
+        };
+        let span = tracing::info_span!("serve", auth);
+        async move {
+            if token.is_none() {
+                tracing::warn!("authentication is disabled by --insecure-no-auth");
+            }
+            let env = |k: &str| std::env::var(k).ok();
+            let runtime = select(env).await?;
+            match runtime.describe().await {
+                Ok(d) => tracing::info!(runtime = %d, state_dir = %state.root().display(), "control plane starting"),
+                Err(e) => tracing::warn!(error = %e, state_dir = %state.root().display(), "control plane starting; the runtime is not usable yet (requests will answer 503)"),
+            }
+            let ctl = Arc::new(Controller::new(runtime, state, settings));
+            let shutdown = Shutdown::from_future(sidecars_common::shutdown::signal());
+            let cfg = ServeConfig {
+                listen: args.listen,
+                token,
+                max_body_bytes: args.max_body_bytes,
+            };
+            control_plane::server::serve(ctl, cfg, shutdown).await?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    })
+}
+
+/// The runtime backend (`BOT_BOTTLE_RUNTIME`, see docs/runtime.md).
+async fn select(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Box<dyn control_plane::runtime::Runtime>, ControlError> {
+    Ok(control_plane::runtime::select::select(env).await?)
 }

@@ -23,6 +23,16 @@ pub enum Source {
     /// The embedded example (`examples/bottle.toml`); pack paths resolve into the embedded
     /// copy of the repository's `packs/`.
     Example,
+    /// A manifest sent over the HTTP API. There is no directory to resolve pack paths against,
+    /// so they resolve like the example's: into the embedded `packs/` (`../packs/cmd.upper`
+    /// or `packs/cmd.upper`).
+    Inline {
+        /// The manifest text.
+        text: String,
+        /// `Some("request.json")`/`Some("request.toml")` from the request's content type;
+        /// `None` sniffs (a leading `{` is JSON).
+        name: Option<String>,
+    },
 }
 
 /// A parsed manifest with its origin.
@@ -42,6 +52,7 @@ impl Source {
         match self {
             Source::File(p) => p.display().to_string(),
             Source::Example => "embedded example (examples/bottle.toml)".to_string(),
+            Source::Inline { .. } => "HTTP API request".to_string(),
         }
     }
 
@@ -58,6 +69,7 @@ impl Source {
                 EXAMPLE_MANIFEST.to_string(),
                 Some("examples/bottle.toml".to_string()),
             ),
+            Source::Inline { text, name } => (text.clone(), name.clone()),
         };
         let manifest = Manifest::parse(&text, name.as_deref())?;
         Ok(Loaded {
@@ -81,8 +93,16 @@ impl Source {
                 }
                 copy_dir(&src, dest)
             }
-            Source::Example => {
+            Source::Example | Source::Inline { .. } => {
                 let rel = normalize(&Path::new("examples").join(pack));
+                // `packs/x` from an API manifest means the same as the example's `../packs/x`.
+                let rel = if rel.starts_with("examples/packs") {
+                    rel.strip_prefix("examples")
+                        .map(Path::to_path_buf)
+                        .unwrap_or(rel)
+                } else {
+                    rel
+                };
                 let prefix = rel
                     .strip_prefix("packs")
                     .ok()

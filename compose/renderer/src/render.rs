@@ -83,6 +83,15 @@ impl Default for CaFiles {
 /// The bridge driver option that names the host-side interface of a network.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
+/// The bridge driver option that leaves the host without an address on a network.
+///
+/// Why: with no host address on the agent's bridge, the host is not a peer on that network at
+/// all — no gateway answers, and packets for the host's other addresses have no next hop — so
+/// the agent cannot reach services listening on the host (Docker's `internal: true` alone still
+/// delivers them). It is a network option, so every runtime backend applies it without touching
+/// the host's firewall; the control plane's iptables rule (`host_guard`) is a second layer.
+pub const INHIBIT_IPV4_OPTION: &str = "com.docker.network.bridge.inhibit_ipv4";
+
 /// Host interface name of a project's internal network: `bb` + 12 hex digits of a stable hash
 /// of the project name (Linux allows 15 characters).
 ///
@@ -445,10 +454,13 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
                 internal,
                 Network {
                     internal: true,
-                    driver_opts: BTreeMap::from([(
-                        BRIDGE_NAME_OPTION.to_string(),
-                        internal_bridge_name(&project_name(&opts.prefix, slug)),
-                    )]),
+                    driver_opts: BTreeMap::from([
+                        (
+                            BRIDGE_NAME_OPTION.to_string(),
+                            internal_bridge_name(&project_name(&opts.prefix, slug)),
+                        ),
+                        (INHIBIT_IPV4_OPTION.to_string(), "true".to_string()),
+                    ]),
                     labels: slug_labels.clone(),
                 },
             ),

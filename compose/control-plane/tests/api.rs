@@ -1,0 +1,696 @@
+//! The HTTP API (`control-plane serve`) over an in-memory runtime: every endpoint, auth, the
+//! error answers the API promises (400 naming fields, 401, 404, 405, 409, 413, 503), pack
+//! calls relayed unchanged, and that the token never appears in a log line. Docker is not
+//! needed: the fake runtime records what the controller asks for. The same server against
+//! real Docker is tested in tests/e2e/tests/api.rs.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bottle_compose::model::Project;
+use bytes::Bytes;
+use control_plane::api::{DownReport, PublishedPort, ServiceStatus};
+use control_plane::core::{Controller, Settings};
+use control_plane::runtime::{
+    ExecOutput, LogLine, LogOptions, Runtime, RuntimeError, Stream as LogStream,
+};
+use control_plane::server::auth::Token;
+use control_plane::server::{serve_on, ServeConfig};
+use control_plane::state::StateDir;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sidecars_common::shutdown::{Shutdown, ShutdownTrigger};
+use tokio::sync::mpsc;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// What the fake knows about one project.
+#[derive(Default)]
+struct FakeState {
+    projects: BTreeMap<String, Vec<ServiceStatus>>,
+    /// Where "pack-exec" of every project is published (a test HTTP server).
+    pack_exec: Option<SocketAddr>,
+    /// Answer every call with "Docker is unreachable".
+    unreachable: bool,
+    /// `up` calls seen.
+    ups: usize,
+    /// The one approval request once decided (JSON).
+    approval: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<FakeState>>);
+
+impl Fake {
+    fn check(&self) -> Result<(), RuntimeError> {
+        if self.0.lock().unwrap().unreachable {
+            return Err(RuntimeError::Unreachable(
+                "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Runtime for Fake {
+    async fn describe(&self) -> Result<String, RuntimeError> {
+        Ok("fake".into())
+    }
+
+    async fn up(&self, project: &Project, dir: &Path, _: Duration) -> Result<(), RuntimeError> {
+        self.check()?;
+        assert!(
+            dir.join("compose.yaml").is_file(),
+            "compose.yaml written first"
+        );
+        // Slow enough that two concurrent creates overlap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut st = self.0.lock().unwrap();
+        st.ups += 1;
+        let ports = st
+            .pack_exec
+            .map(|host| {
+                vec![PublishedPort {
+                    container_port: 9000,
+                    host,
+                }]
+            })
+            .unwrap_or_default();
+        let services = project
+            .services
+            .iter()
+            .map(|(name, svc)| ServiceStatus {
+                service: name.clone(),
+                container: svc.container_name.clone(),
+                state: "running".into(),
+                health: (name == "sidecars").then(|| "healthy".to_string()),
+                exit_code: None,
+                ports: if name == "sidecars" {
+                    ports.clone()
+                } else {
+                    vec![]
+                },
+            })
+            .collect();
+        st.projects.insert(project.name.clone(), services);
+        Ok(())
+    }
+
+    async fn down(&self, project: &str, _: Option<&Path>) -> Result<DownReport, RuntimeError> {
+        self.check()?;
+        let removed = self.0.lock().unwrap().projects.remove(project);
+        Ok(DownReport {
+            containers: removed.map(|s| s.len()).unwrap_or(0),
+            ..DownReport::default()
+        })
+    }
+
+    async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {
+        self.check()?;
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .projects
+            .get(project)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn logs(
+        &self,
+        _: &str,
+        _: &str,
+        options: LogOptions,
+    ) -> Result<mpsc::Receiver<LogLine>, RuntimeError> {
+        self.check()?;
+        let lines = [
+            "init | starting pack-exec",
+            "pack-exec | listening on 0.0.0.0:9000",
+            "pipelock | not this one",
+            "pack-exec | ran cmd.upper",
+        ];
+        let skip = options
+            .tail
+            .map(|n| lines.len().saturating_sub(n as usize))
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::channel(8);
+        for l in &lines[skip..] {
+            tx.send(LogLine {
+                stream: LogStream::Stdout,
+                line: l.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
+        }
+        if options.follow {
+            // Keep the stream open like `docker logs -f`.
+            tokio::spawn(async move {
+                tx.closed().await;
+            });
+        }
+        Ok(rx)
+    }
+
+    async fn exec(&self, _: &str, _: &str, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
+        self.check()?;
+        if argv.get(1).map(String::as_str) == Some("supervise-ctl") {
+            return Ok(self.supervise_ctl(&argv[4..]));
+        }
+        assert_eq!(argv, ["/sidecar-init", "status", "--json"]);
+        Ok(ExecOutput {
+            code: 0,
+            stdout: br#"[{"name":"pack-exec","state":"running","ready":true}]"#.to_vec(),
+            stderr: vec![],
+        })
+    }
+}
+
+impl Fake {
+    /// A stand-in for `sidecars supervise-ctl` over one pending request `1-ab` (`argv` is what
+    /// follows `--queue-dir DIR`).
+    fn supervise_ctl(&self, argv: &[String]) -> ExecOutput {
+        let mut st = self.0.lock().unwrap();
+        let approval = |status: &str, note: &str| {
+            format!(
+                r#"{{"id":"1-ab","status":"{status}","kind":"deploy","summary":"ship it","details":{{}},"created_at":"2026-11-23T00:00:00Z","note":{note},"decided_at":null,"decided_by":null}}"#
+            )
+        };
+        let ok = |out: String| ExecOutput {
+            code: 0,
+            stdout: out.into_bytes(),
+            stderr: vec![],
+        };
+        let fail = |msg: &str| ExecOutput {
+            code: 1,
+            stdout: vec![],
+            stderr: format!("supervise-ctl: {msg}\n").into_bytes(),
+        };
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["list", "--json", ..] => ok(format!(
+                "[{}]",
+                st.approval
+                    .clone()
+                    .unwrap_or_else(|| approval("pending", "null"))
+            )),
+            ["show", "1-ab"] => ok(st
+                .approval
+                .clone()
+                .unwrap_or_else(|| approval("pending", "null"))),
+            ["approve", "1-ab", rest @ ..] => {
+                if st.approval.is_some() {
+                    return fail("approval 1-ab was already approved");
+                }
+                let note = match rest {
+                    ["--note", n] => format!("\"{n}\""),
+                    _ => "null".to_string(),
+                };
+                st.approval = Some(approval("approved", &note));
+                ok(String::new())
+            }
+            [_, id, ..] => fail(&format!("no approval request with id {id}")),
+            _ => fail("usage"),
+        }
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    fake: Fake,
+    _trigger: ShutdownTrigger,
+    _state: tempfile::TempDir,
+}
+
+async fn start(token: Option<&str>, max_body: usize) -> Server {
+    let state = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let settings = Settings {
+        host_guard: control_plane::host_guard::Mode::Off,
+        up_timeout: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let ctl = Arc::new(Controller::new(
+        fake.clone(),
+        StateDir::new(state.path()),
+        settings,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, shutdown): (ShutdownTrigger, Shutdown) = Shutdown::new();
+    let cfg = ServeConfig {
+        listen: addr,
+        token: token.map(|t| Token::new("test", t).unwrap()),
+        max_body_bytes: max_body,
+    };
+    tokio::spawn(serve_on(listener, ctl, cfg, shutdown));
+    Server {
+        addr,
+        fake,
+        _trigger: trigger,
+        _state: state,
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn call(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+    body: &str,
+) -> Answer {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", srv.addr));
+    if let Some(t) = auth {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(srv: &Server, path: &str) -> Answer {
+    call(srv, "GET", path, Some(TOKEN), None, "").await
+}
+
+fn manifest(slug: &str) -> String {
+    format!(
+        "slug = \"{slug}\"\ndaemons = [\"pack-exec\"]\npacks = [\"packs/cmd.upper\"]\n[agent]\nimage = \"agent:test\"\n"
+    )
+}
+
+async fn create(srv: &Server, slug: &str) -> Answer {
+    call(
+        srv,
+        "POST",
+        "/v1/bottles",
+        Some(TOKEN),
+        Some("application/toml"),
+        &manifest(slug),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn requests_without_the_right_token_get_401_and_healthz_needs_none() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    for auth in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+        let a = call(&srv, "GET", "/v1/bottles", auth, None, "").await;
+        assert_eq!(a.status, 401, "{auth:?}: {}", a.body);
+        assert_eq!(
+            a.headers.get("www-authenticate").unwrap(),
+            "Bearer realm=\"control-plane\""
+        );
+        assert_eq!(a.json()["error"], "unauthorized");
+        assert!(a.json()["request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+    // A create without auth must not have started anything.
+    let a = call(&srv, "POST", "/v1/bottles", None, None, &manifest("x")).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(srv.fake.0.lock().unwrap().ups, 0);
+    let h = call(&srv, "GET", "/healthz", None, None, "").await;
+    assert_eq!((h.status, h.json()["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test]
+async fn create_inspect_compose_logs_delete() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let a = create(&srv, "alpha").await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.headers.get("location").unwrap(), "/v1/bottles/alpha");
+    let j = a.json();
+    assert_eq!(j["slug"], "alpha");
+    assert_eq!(j["state"], "running");
+    assert_eq!(j["project"], "bot-bottle-alpha");
+
+    let list = get(&srv, "/v1/bottles").await.json();
+    assert_eq!(list["bottles"].as_array().unwrap().len(), 1);
+    assert_eq!(list["bottles"][0]["slug"], "alpha");
+
+    let d = get(&srv, "/v1/bottles/alpha").await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    let d = d.json();
+    assert_eq!(d["state"], "running");
+    assert_eq!(d["daemons"][0]["name"], "pack-exec");
+    assert_eq!(d["services"].as_array().unwrap().len(), 2);
+
+    let y = get(&srv, "/v1/bottles/alpha/compose.yaml").await;
+    assert_eq!(y.status, 200);
+    assert_eq!(y.headers.get("content-type").unwrap(), "application/yaml");
+    assert!(
+        y.body.contains("container_name: bot-bottle-sidecars-alpha"),
+        "{}",
+        y.body
+    );
+
+    let l = get(&srv, "/v1/bottles/alpha/logs?daemon=pack-exec").await;
+    assert_eq!(l.status, 200, "{}", l.body);
+    assert_eq!(
+        l.body,
+        "pack-exec | listening on 0.0.0.0:9000\npack-exec | ran cmd.upper\n"
+    );
+    let l = get(&srv, "/v1/bottles/alpha/logs?tail=1").await;
+    assert_eq!(l.body, "pack-exec | ran cmd.upper\n");
+    let bad = get(&srv, "/v1/bottles/alpha/logs?daemon=nope").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("pack-exec"));
+    let bad = get(&srv, "/v1/bottles/alpha/logs?lines=3").await;
+    assert_eq!(
+        (bad.status, bad.json()["error"].as_str()),
+        (400, Some("invalid_query"))
+    );
+
+    let del = call(&srv, "DELETE", "/v1/bottles/alpha", Some(TOKEN), None, "").await;
+    assert_eq!(del.status, 200, "{}", del.body);
+    assert_eq!(del.json()["existed"], true);
+    let again = call(&srv, "DELETE", "/v1/bottles/alpha", Some(TOKEN), None, "").await;
+    assert_eq!(again.status, 200, "DELETE is idempotent: {}", again.body);
+    assert_eq!(again.json()["existed"], false);
+    assert_eq!(get(&srv, "/v1/bottles/alpha").await.status, 404);
+    assert!(srv.fake.0.lock().unwrap().projects.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_answers_name_the_problem() {
+    let srv = start(Some(TOKEN), 4096).await;
+    // Every bad field is named, in one answer.
+    let bad = call(
+        &srv,
+        "POST",
+        "/v1/bottles",
+        Some(TOKEN),
+        Some("application/json"),
+        r#"{"slug": "Bad Slug", "daemons": ["pack-exec"], "agent": {"image": ""}}"#,
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let j = bad.json();
+    assert_eq!(j["error"], "invalid_manifest");
+    let msg = j["message"].as_str().unwrap();
+    for field in ["slug", "agent.image"] {
+        assert!(msg.contains(field), "{field} missing from: {msg}");
+    }
+    // A value of the wrong kind is named by its path.
+    let typo = call(
+        &srv,
+        "POST",
+        "/v1/bottles",
+        Some(TOKEN),
+        Some("application/json"),
+        r#"{"slug": "ok", "daemons": ["pack-exec", "nope"], "agent": {"image": "x"}}"#,
+    )
+    .await;
+    assert_eq!(typo.status, 400);
+    assert!(typo.body.contains("daemons[1]"), "{}", typo.body);
+    let empty = call(&srv, "POST", "/v1/bottles", Some(TOKEN), None, "  ").await;
+    assert_eq!(empty.status, 400);
+    let unknown_key = call(
+        &srv,
+        "POST",
+        "/v1/bottles",
+        Some(TOKEN),
+        Some("application/toml"),
+        "slug = \"a\"\nsurprise = 1\n[agent]\nimage = \"x\"\n",
+    )
+    .await;
+    assert_eq!(unknown_key.status, 400);
+    assert!(
+        unknown_key.body.contains("surprise"),
+        "{}",
+        unknown_key.body
+    );
+
+    let big = "x".repeat(5000);
+    let too_big = call(&srv, "POST", "/v1/bottles", Some(TOKEN), None, &big).await;
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+
+    assert_eq!(get(&srv, "/v1/bottles/ghost").await.status, 404);
+    assert_eq!(
+        get(&srv, "/v1/bottles/ghost").await.json()["error"],
+        "unknown_bottle"
+    );
+    assert_eq!(get(&srv, "/v1/bottles/..%2Fetc").await.status, 400);
+    assert_eq!(get(&srv, "/v1/nothing").await.status, 404);
+    let m = call(&srv, "PUT", "/v1/bottles", Some(TOKEN), None, "").await;
+    assert_eq!(m.status, 405);
+    assert_eq!(m.headers.get("allow").unwrap(), "GET, POST");
+    assert_eq!(srv.fake.0.lock().unwrap().ups, 0, "nothing was started");
+}
+
+#[tokio::test]
+async fn an_existing_or_concurrently_created_slug_is_a_409() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let (a, b) = tokio::join!(create(&srv, "twin"), create(&srv, "twin"));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{} / {}", a.body, b.body);
+    let again = create(&srv, "twin").await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.json()["error"], "conflict");
+    assert_eq!(srv.fake.0.lock().unwrap().ups, 1, "brought up exactly once");
+}
+
+#[tokio::test]
+async fn docker_unreachable_is_503_with_the_reason() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    srv.fake.0.lock().unwrap().unreachable = true;
+    let a = create(&srv, "down-docker").await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(
+        a.body.contains("Cannot connect to the Docker daemon"),
+        "{}",
+        a.body
+    );
+    let l = get(&srv, "/v1/bottles").await;
+    // No bottles are known, so listing needs no Docker; with one known it is a 503 too.
+    assert_eq!(l.status, 200);
+}
+
+/// A stand-in pack-exec: `cmd.upper` upper-cases `text`; anything else is a 404 in
+/// pack-exec's own error shape.
+async fn fake_pack_exec() -> SocketAddr {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let (status, answer) = if path == "/v1/packs/cmd.upper" {
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let up = v["text"].as_str().unwrap().to_uppercase();
+                        (200, format!("{{\"text\":\"{up}\"}}"))
+                    } else {
+                        (
+                            404,
+                            r#"{"error":"unknown_pack","message":"no pack","request_id":"r1"}"#
+                                .to_string(),
+                        )
+                    };
+                    let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
+                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn pack_calls_reach_the_bottles_pack_exec_and_come_back_unchanged() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    srv.fake.0.lock().unwrap().pack_exec = Some(fake_pack_exec().await);
+    assert_eq!(create(&srv, "packs").await.status, 201);
+    let ok = call(
+        &srv,
+        "POST",
+        "/v1/bottles/packs/packs/cmd.upper",
+        Some(TOKEN),
+        Some("application/json"),
+        r#"{"text":"hello"}"#,
+    )
+    .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, r#"{"text":"HELLO"}"#));
+    let missing = call(
+        &srv,
+        "POST",
+        "/v1/bottles/packs/packs/cmd.nope",
+        Some(TOKEN),
+        Some("application/json"),
+        "{}",
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.body,
+        r#"{"error":"unknown_pack","message":"no pack","request_id":"r1"}"#
+    );
+    let ghost = call(
+        &srv,
+        "POST",
+        "/v1/bottles/ghost/packs/cmd.upper",
+        Some(TOKEN),
+        None,
+        "{}",
+    )
+    .await;
+    assert_eq!(ghost.status, 404);
+}
+
+/// Collects everything the server logs (the test runtime is single-threaded, so spawned
+/// tasks log into this thread's default subscriber).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_access_line_per_request_and_never_the_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    assert_eq!(create(&srv, "logged").await.status, 201);
+    let _ = get(&srv, "/v1/bottles/logged?x=1").await;
+    let _ = call(
+        &srv,
+        "GET",
+        "/v1/bottles",
+        Some("wrong-token-0123456789abcdef"),
+        None,
+        "",
+    )
+    .await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let requests: Vec<&str> = text.lines().filter(|l| l.contains("request")).collect();
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains("POST") && l.contains("status=201") && l.contains("ms=")),
+        "{text}"
+    );
+    assert!(requests.iter().any(|l| l.contains("status=401")), "{text}");
+    assert!(
+        !text.contains(TOKEN),
+        "the token leaked into the log:\n{text}"
+    );
+    assert!(
+        !text.contains("wrong-token"),
+        "a presented token leaked:\n{text}"
+    );
+    assert!(
+        !text.contains("agent:test"),
+        "the manifest body leaked:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn approvals_are_listed_shown_and_decided_over_http() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let m = "slug = \"ops\"\ndaemons = [\"supervise\"]\n[agent]\nimage = \"agent:test\"\n";
+    let a = call(
+        &srv,
+        "POST",
+        "/v1/bottles",
+        Some(TOKEN),
+        Some("application/toml"),
+        m,
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let list = get(&srv, "/v1/bottles/ops/approvals?pending=1").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.json()[0]["status"], "pending");
+    let one = get(&srv, "/v1/bottles/ops/approvals/1-ab").await;
+    assert_eq!(one.json()["summary"], "ship it");
+    let decide = |verb: &'static str, body: &'static str| {
+        let srv = &srv;
+        async move {
+            call(
+                srv,
+                "POST",
+                &format!("/v1/bottles/ops/approvals/1-ab/{verb}"),
+                Some(TOKEN),
+                Some("application/json"),
+                body,
+            )
+            .await
+        }
+    };
+    let approved = decide("approve", r#"{"note":"go"}"#).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.json()["status"], "approved");
+    assert_eq!(approved.json()["note"], "go");
+    let twice = decide("approve", "").await;
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    assert!(twice.body.contains("already approved"), "{}", twice.body);
+    let bad = decide("deny", r#"{"nope":1}"#).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let unknown = get(&srv, "/v1/bottles/ops/approvals/2-cd").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    let malformed = get(&srv, "/v1/bottles/ops/approvals/NOT_AN_ID").await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    // A bottle without supervise: a usage error, not a failed exec.
+    assert_eq!(create(&srv, "nosup").await.status, 201);
+    let none = get(&srv, "/v1/bottles/nosup/approvals").await;
+    assert_eq!(none.status, 400, "{}", none.body);
+}
