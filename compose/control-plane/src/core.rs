@@ -349,9 +349,21 @@ impl<R: Runtime> Controller<R> {
     }
 
     /// Every bottle known in the state dir, with its containers' state.
+    ///
+    /// Bottles with containers in the runtime but no record (the state dir was lost, or a
+    /// create was interrupted before its record was written) are listed too, found by their
+    /// labels, as long as their project has this control plane's prefix: nothing it made is
+    /// orphaned, and each bottle appears once.
     pub async fn ps(&self) -> Result<Vec<BottleSummary>, ControlError> {
+        let mut records = self.state.list()?;
+        for found in self.found_in_runtime().await? {
+            if !records.iter().any(|r| r.slug == found.slug) {
+                records.push(found);
+            }
+        }
+        records.sort_by(|a, b| a.slug.cmp(&b.slug));
         let mut out = Vec::new();
-        for record in self.state.list()? {
+        for record in records {
             let services = self.runtime.containers(&record.project).await?;
             out.push(BottleSummary {
                 slug: record.slug,
@@ -363,10 +375,28 @@ impl<R: Runtime> Controller<R> {
         Ok(out)
     }
 
+    /// Records for the bottles the runtime has under this control plane's prefix.
+    async fn found_in_runtime(&self) -> Result<Vec<BottleRecord>, ControlError> {
+        let prefix = &self.settings.render.prefix;
+        Ok(self
+            .runtime
+            .bottles()
+            .await?
+            .into_iter()
+            .filter(|b| b.project == bottle_compose::render::project_name(prefix, &b.slug))
+            .map(|b| BottleRecord {
+                slug: b.slug,
+                project: b.project,
+                source: FOUND_IN_RUNTIME.to_string(),
+                daemons: Vec::new(),
+            })
+            .collect())
+    }
+
     /// One bottle in detail: containers, daemon health from `sidecar-init status --json`
     /// (run in the sidecars container), published daemon ports.
     pub async fn inspect(&self, slug: &str) -> Result<BottleDetail, ControlError> {
-        let record = self.known(slug)?;
+        let record = self.known(slug).await?;
         let services = self.runtime.containers(&record.project).await?;
         let summary = BottleSummary {
             slug: record.slug.clone(),
@@ -405,7 +435,11 @@ impl<R: Runtime> Controller<R> {
 
     /// The compose file the bottle was brought up from.
     pub fn compose_yaml(&self, slug: &str) -> Result<String, ControlError> {
-        self.known(slug)?;
+        if self.state.record(slug)?.is_none() {
+            return Err(ControlError::UnknownBottle {
+                slug: slug.to_string(),
+            });
+        }
         let path = self
             .state
             .bottle_dir(slug)
@@ -413,9 +447,15 @@ impl<R: Runtime> Controller<R> {
         std::fs::read_to_string(&path).map_err(|e| ControlError::io("cannot read", &path, e))
     }
 
-    fn known(&self, slug: &str) -> Result<BottleRecord, ControlError> {
-        self.state
-            .record(slug)?
+    /// The record of a bottle: from the state dir, else found in the runtime by its labels.
+    async fn known(&self, slug: &str) -> Result<BottleRecord, ControlError> {
+        if let Some(record) = self.state.record(slug)? {
+            return Ok(record);
+        }
+        self.found_in_runtime()
+            .await?
+            .into_iter()
+            .find(|r| r.slug == slug)
             .ok_or_else(|| ControlError::UnknownBottle {
                 slug: slug.to_string(),
             })
@@ -428,7 +468,7 @@ impl<R: Runtime> Controller<R> {
         daemon: Option<String>,
         options: LogOptions,
     ) -> Result<mpsc::Receiver<LogLine>, ControlError> {
-        let record = self.known(slug)?;
+        let record = self.known(slug).await?;
         let mut raw = self
             .runtime
             .logs(&record.project, SIDECARS, options)
@@ -449,7 +489,7 @@ impl<R: Runtime> Controller<R> {
 
     /// Where the bottle's pack-exec is published on the host.
     pub async fn pack_exec(&self, slug: &str) -> Result<PackClient, ControlError> {
-        let record = self.known(slug)?;
+        let record = self.known(slug).await?;
         let port = Daemon::PackExec.port();
         let addr: Option<SocketAddr> = self
             .runtime
@@ -487,7 +527,7 @@ impl<R: Runtime> Controller<R> {
     /// container (see [`crate::approvals`] for why not on the volume from the host).
     pub async fn approvals(&self, slug: &str, op: Op) -> Result<Answer, ControlError> {
         op.check()?;
-        let record = self.known(slug)?;
+        let record = self.known(slug).await?;
         if !record.daemons.iter().any(|d| d == Daemon::Supervise.name()) {
             return Err(ControlError::Usage(format!(
                 "bottle {slug} does not run supervise (add it to `daemons`)"
@@ -528,6 +568,9 @@ impl<R: Runtime> Controller<R> {
         self.pack_exec(slug).await?.call(name, input).await
     }
 }
+
+/// `source` of a bottle found by its labels without a state record.
+pub const FOUND_IN_RUNTIME: &str = "found in the runtime by its labels (no state record)";
 
 /// Where sidecar-init lives in the sidecars image (it is PID 1 there).
 pub const INIT_PATH: &str = "/sidecar-init";

@@ -103,6 +103,21 @@ impl Runtime for Fake {
         Ok(())
     }
 
+    async fn bottles(&self) -> Result<Vec<control_plane::runtime::FoundBottle>, RuntimeError> {
+        self.check()?;
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .projects
+            .keys()
+            .map(|p| control_plane::runtime::FoundBottle {
+                project: p.clone(),
+                slug: p.trim_start_matches("bot-bottle-").to_string(),
+            })
+            .collect())
+    }
+
     async fn down(&self, project: &str, _: Option<&Path>) -> Result<DownReport, RuntimeError> {
         self.check()?;
         let removed = self.0.lock().unwrap().projects.remove(project);
@@ -501,8 +516,8 @@ async fn docker_unreachable_is_503_with_the_reason() {
         a.body
     );
     let l = get(&srv, "/v1/bottles").await;
-    // No bottles are known, so listing needs no Docker; with one known it is a 503 too.
-    assert_eq!(l.status, 200);
+    assert_eq!(l.status, 503, "listing asks Docker too: {}", l.body);
+    assert_eq!(l.json()["error"], "runtime");
 }
 
 /// A stand-in pack-exec: `cmd.upper` upper-cases `text`; anything else is a 404 in
@@ -693,4 +708,40 @@ async fn approvals_are_listed_shown_and_decided_over_http() {
     assert_eq!(create(&srv, "nosup").await.status, 201);
     let none = get(&srv, "/v1/bottles/nosup/approvals").await;
     assert_eq!(none.status, 400, "{}", none.body);
+}
+
+#[tokio::test]
+async fn bottles_without_a_state_record_are_found_by_their_labels() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    assert_eq!(create(&srv, "kept").await.status, 201);
+    assert_eq!(create(&srv, "lost").await.status, 201);
+    // The state record of one bottle is lost (a wiped state dir, an interrupted create).
+    std::fs::remove_dir_all(srv._state.path().join("bottles/lost")).unwrap();
+    let list = get(&srv, "/v1/bottles").await.json();
+    let slugs: Vec<&str> = list["bottles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["kept", "lost"], "each bottle exactly once: {list}");
+    assert_eq!(get(&srv, "/v1/bottles/lost").await.status, 200);
+    // A bottle of another prefix (another control plane) is not ours.
+    srv.fake
+        .0
+        .lock()
+        .unwrap()
+        .projects
+        .insert("other-x".into(), vec![]);
+    assert_eq!(
+        get(&srv, "/v1/bottles").await.json()["bottles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // It is still deleted completely, and a new create of the slug works again.
+    let del = call(&srv, "DELETE", "/v1/bottles/lost", Some(TOKEN), None, "").await;
+    assert_eq!(del.json()["existed"], true, "{}", del.body);
+    assert_eq!(create(&srv, "lost").await.status, 201);
 }

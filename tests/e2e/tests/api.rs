@@ -346,6 +346,8 @@ fn the_control_plane_image_runs_bottles_over_http() {
     );
     run("docker", &["kill", &cp.name]).ok("docker kill control-plane");
     let _ = creating.join();
+    // And lose the interrupted bottle's state record: it is found again by its labels.
+    let _ = std::fs::remove_dir_all(cp.state.path().join("bottles").join(&b));
     run("docker", &["start", &cp.name]).ok("docker start control-plane");
     cp.wait_ready();
 

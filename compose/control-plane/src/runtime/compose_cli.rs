@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, OnceCell};
 
 use super::command::{self, display, run, Finished};
 use super::{
-    statuses, ContainerFacts, ExecOutput, LogLine, LogOptions, Runtime, RuntimeError, Stream,
-    PROJECT_LABEL, SERVICE_LABEL,
+    statuses, ContainerFacts, ExecOutput, FoundBottle, LogLine, LogOptions, Runtime, RuntimeError,
+    Stream, PROJECT_LABEL, SERVICE_LABEL,
 };
 use crate::api::{DownReport, ServiceStatus};
 
@@ -213,6 +213,28 @@ impl Runtime for ComposeCli {
             }
         }
         Ok(report)
+    }
+
+    async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError> {
+        let slug_label = bottle_compose::render::LABEL_SLUG;
+        let argv = self.docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={slug_label}"),
+            "--format",
+            &format!("{{{{.Label \"{PROJECT_LABEL}\"}}}}\t{{{{.Label \"{slug_label}\"}}}}"),
+        ]);
+        let out = run_ok(&argv, None, QUERY_TIMEOUT).await?;
+        Ok(FoundBottle::collect(
+            String::from_utf8_lossy(&out.stdout).lines().map(|line| {
+                let (project, slug) = line.split_once('\t').unwrap_or((line, ""));
+                (
+                    Some(project.trim().to_string()),
+                    Some(slug.trim().to_string()),
+                )
+            }),
+        ))
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {

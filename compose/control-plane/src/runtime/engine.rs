@@ -46,8 +46,8 @@ use tokio::sync::{mpsc, OnceCell};
 use super::command::display;
 use super::compose_cli::{write_compose_files, COMPOSE_FILE};
 use super::{
-    statuses, ContainerFacts, ExecOutput, LogLine, LogOptions, Runtime, RuntimeError, Stream,
-    PROJECT_LABEL, SERVICE_LABEL,
+    statuses, ContainerFacts, ExecOutput, FoundBottle, LogLine, LogOptions, Runtime, RuntimeError,
+    Stream, PROJECT_LABEL, SERVICE_LABEL,
 };
 use crate::api::{DownReport, ServiceStatus};
 
@@ -590,6 +590,29 @@ impl Runtime for Engine {
             }
         }
         Ok(report)
+    }
+
+    async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError> {
+        let docker = self.docker().await?;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![bottle_compose::render::LABEL_SLUG.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let list = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err("list the bottles' containers", e))?;
+        Ok(FoundBottle::collect(list.into_iter().map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            (
+                labels.get(PROJECT_LABEL).cloned(),
+                labels.get(bottle_compose::render::LABEL_SLUG).cloned(),
+            )
+        })))
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {

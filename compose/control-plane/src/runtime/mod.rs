@@ -74,6 +74,11 @@ pub trait Runtime: Send + Sync {
         argv: &[String],
     ) -> Result<ExecOutput, RuntimeError>;
 
+    /// Every bottle that has containers in the runtime, found by the renderer's slug label
+    /// (`io.bot-bottle.slug`), whichever control plane made it: how a restarted control plane
+    /// (or one whose state dir was lost) finds its bottles again. Sorted by project.
+    async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError>;
+
     /// Where `container_port` of `service` is published on the host, if it is.
     async fn published_port(
         &self,
@@ -132,6 +137,10 @@ impl<T: Runtime + ?Sized> Runtime for Box<T> {
         argv: &[String],
     ) -> Result<ExecOutput, RuntimeError> {
         (**self).exec(project, service, argv).await
+    }
+
+    async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError> {
+        (**self).bottles().await
     }
 
     async fn published_port(
@@ -211,6 +220,36 @@ pub fn statuses(facts: impl IntoIterator<Item = ContainerFacts>) -> Vec<ServiceS
     let mut out: Vec<ServiceStatus> = facts.into_iter().map(ContainerFacts::into_status).collect();
     out.sort_by(|a, b| a.service.cmp(&b.service));
     out
+}
+
+/// A bottle found in the runtime by its labels ([`Runtime::bottles`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FoundBottle {
+    /// Compose project name (`com.docker.compose.project`).
+    pub project: String,
+    /// The bottle's slug (`io.bot-bottle.slug`).
+    pub slug: String,
+}
+
+impl FoundBottle {
+    /// Distinct bottles from `(project, slug)` label pairs of containers, sorted; pairs with
+    /// a missing label are skipped (not a bottle made by a control plane).
+    pub fn collect(
+        pairs: impl IntoIterator<Item = (Option<String>, Option<String>)>,
+    ) -> Vec<FoundBottle> {
+        let mut out: Vec<FoundBottle> = pairs
+            .into_iter()
+            .filter_map(|(project, slug)| {
+                Some(FoundBottle {
+                    project: project.filter(|p| !p.is_empty())?,
+                    slug: slug.filter(|s| !s.is_empty())?,
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// Options of [`Runtime::logs`].
