@@ -344,3 +344,83 @@ fn approvals_usage_and_unknown_bottles() {
     let out = control_plane(&["approvals", "show", "nope"], tmp.path(), tmp.path());
     assert_eq!(out.status.code(), Some(2), "missing id is a usage error");
 }
+
+#[test]
+fn serve_refuses_to_start_without_a_usable_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = control_plane(
+        &["serve", "--listen", "127.0.0.1:0"],
+        tmp.path(),
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("CONTROL_PLANE_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+    let short = tmp.path().join("token");
+    std::fs::write(&short, "tiny\n").unwrap();
+    let out = control_plane(
+        &["serve", "--token-file", short.to_str().unwrap()],
+        tmp.path(),
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("at least 16"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("tiny"), "the token was printed");
+}
+
+#[test]
+fn serve_without_auth_says_so_in_every_line_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
+        .env("BOT_BOTTLE_STATE_DIR", tmp.path())
+        .env("BOT_BOTTLE_RUNTIME", "engine")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env_remove("CONTROL_PLANE_TOKEN")
+        .env_remove("SIDECARS_LOG_FORMAT")
+        .env_remove("SIDECARS_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn control-plane serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let listening = line.contains("listening");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+    for line in &seen {
+        assert!(
+            line.contains("auth=\"DISABLED"),
+            "startup line without the warning: {line}"
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "serve exits 0 on SIGTERM");
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

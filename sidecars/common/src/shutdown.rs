@@ -9,20 +9,27 @@ use std::future::Future;
 use tokio::sync::watch;
 
 /// Resolves when the process receives SIGTERM or SIGINT (what `docker stop` and Ctrl-C send).
-pub async fn signal() {
+///
+/// The handlers are installed when this is *called*, not when the future is first polled: a
+/// daemon that logs "listening" must already own SIGTERM, or a stop arriving right then would
+/// kill it with the default action (seen in a test that signalled right after "listening").
+/// Must be called inside a tokio runtime.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+                }
             }
+            // Installing a handler only fails without a tokio runtime's signal driver; then
+            // waiting forever (until killed) is the honest behaviour.
+            _ => std::future::pending::<()>().await,
         }
-        // Installing a handler only fails without a tokio runtime's signal driver; then
-        // waiting forever (until killed) is the honest behaviour.
-        _ => std::future::pending::<()>().await,
     }
 }
 
