@@ -19,7 +19,7 @@ use crate::host_guard::Mode as HostGuardMode;
 use crate::logs;
 use crate::packs::PackClient;
 use crate::project::write_project;
-use crate::runtime::{LogLine, LogOptions, Runtime, RuntimeError};
+use crate::runtime::{FoundBottle, LogLine, LogOptions, Runtime, RuntimeError};
 use crate::source::{Loaded, Source};
 use crate::state::{BottleRecord, StateDir};
 use bottle_compose::render::internal_bridge_name;
@@ -355,42 +355,46 @@ impl<R: Runtime> Controller<R> {
     /// labels, as long as their project has this control plane's prefix: nothing it made is
     /// orphaned, and each bottle appears once.
     pub async fn ps(&self) -> Result<Vec<BottleSummary>, ControlError> {
+        // One runtime query for every bottle's containers, not one per bottle.
+        let found = self.runtime.bottles().await?;
         let mut records = self.state.list()?;
-        for found in self.found_in_runtime().await? {
-            if !records.iter().any(|r| r.slug == found.slug) {
-                records.push(found);
+        for extra in self.ours(&found) {
+            if !records.iter().any(|r| r.slug == extra.slug) {
+                records.push(extra);
             }
         }
         records.sort_by(|a, b| a.slug.cmp(&b.slug));
-        let mut out = Vec::new();
-        for record in records {
-            let services = self.runtime.containers(&record.project).await?;
-            out.push(BottleSummary {
-                slug: record.slug,
-                project: record.project,
-                state: BottleState::of(&services),
-                services,
-            });
-        }
-        Ok(out)
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let services = found
+                    .iter()
+                    .find(|f| f.project == record.project)
+                    .map(|f| f.services.clone())
+                    .unwrap_or_default();
+                BottleSummary {
+                    slug: record.slug,
+                    project: record.project,
+                    state: BottleState::of(&services),
+                    services,
+                }
+            })
+            .collect())
     }
 
-    /// Records for the bottles the runtime has under this control plane's prefix.
-    async fn found_in_runtime(&self) -> Result<Vec<BottleRecord>, ControlError> {
+    /// Records for the found bottles under this control plane's prefix.
+    fn ours(&self, found: &[FoundBottle]) -> Vec<BottleRecord> {
         let prefix = &self.settings.render.prefix;
-        Ok(self
-            .runtime
-            .bottles()
-            .await?
-            .into_iter()
+        found
+            .iter()
             .filter(|b| b.project == bottle_compose::render::project_name(prefix, &b.slug))
             .map(|b| BottleRecord {
-                slug: b.slug,
-                project: b.project,
+                slug: b.slug.clone(),
+                project: b.project.clone(),
                 source: FOUND_IN_RUNTIME.to_string(),
                 daemons: Vec::new(),
             })
-            .collect())
+            .collect()
     }
 
     /// One bottle in detail: containers, daemon health from `sidecar-init status --json`
@@ -452,8 +456,8 @@ impl<R: Runtime> Controller<R> {
         if let Some(record) = self.state.record(slug)? {
             return Ok(record);
         }
-        self.found_in_runtime()
-            .await?
+        let found = self.runtime.bottles().await?;
+        self.ours(&found)
             .into_iter()
             .find(|r| r.slug == slug)
             .ok_or_else(|| ControlError::UnknownBottle {

@@ -110,10 +110,11 @@ impl Runtime for Fake {
             .lock()
             .unwrap()
             .projects
-            .keys()
-            .map(|p| control_plane::runtime::FoundBottle {
+            .iter()
+            .map(|(p, services)| control_plane::runtime::FoundBottle {
                 project: p.clone(),
                 slug: p.trim_start_matches("bot-bottle-").to_string(),
+                services: services.clone(),
             })
             .collect())
     }

@@ -216,25 +216,24 @@ impl Runtime for ComposeCli {
     }
 
     async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError> {
-        let slug_label = bottle_compose::render::LABEL_SLUG;
-        let argv = self.docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label={slug_label}"),
-            "--format",
-            &format!("{{{{.Label \"{PROJECT_LABEL}\"}}}}\t{{{{.Label \"{slug_label}\"}}}}"),
-        ]);
+        let filter = format!("label={}", bottle_compose::render::LABEL_SLUG);
+        let argv = self.docker(&["ps", "-aq", "--filter", &filter]);
         let out = run_ok(&argv, None, QUERY_TIMEOUT).await?;
-        Ok(FoundBottle::collect(
-            String::from_utf8_lossy(&out.stdout).lines().map(|line| {
-                let (project, slug) = line.split_once('\t').unwrap_or((line, ""));
-                (
-                    Some(project.trim().to_string()),
-                    Some(slug.trim().to_string()),
-                )
-            }),
-        ))
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut argv = self.docker(&["inspect"]);
+        argv.extend(ids);
+        let out = run_ok(&argv, None, QUERY_TIMEOUT).await?;
+        let facts = parse_facts(&out.stdout).map_err(|message| RuntimeError::Output {
+            command: display(&argv),
+            message,
+        })?;
+        Ok(FoundBottle::group(facts))
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {
@@ -435,9 +434,15 @@ struct InspectBinding {
 
 /// `docker inspect` output → statuses, sorted by service.
 fn parse_inspect(json: &[u8]) -> Result<Vec<ServiceStatus>, String> {
+    Ok(statuses(parse_facts(json)?))
+}
+
+/// `docker inspect` output → the facts of each container.
+fn parse_facts(json: &[u8]) -> Result<Vec<ContainerFacts>, String> {
     let items: Vec<Inspect> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    Ok(statuses(items.into_iter().map(|i| {
-        ContainerFacts {
+    Ok(items
+        .into_iter()
+        .map(|i| ContainerFacts {
             name: i.name,
             labels: i.config.labels.unwrap_or_default(),
             status: i.state.status,
@@ -457,8 +462,8 @@ fn parse_inspect(json: &[u8]) -> Result<Vec<ServiceStatus>, String> {
                     (key, bindings)
                 })
                 .collect(),
-        }
-    })))
+        })
+        .collect())
 }
 
 #[cfg(test)]

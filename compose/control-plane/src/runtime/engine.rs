@@ -606,13 +606,14 @@ impl Runtime for Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| self.err("list the bottles' containers", e))?;
-        Ok(FoundBottle::collect(list.into_iter().map(|c| {
-            let labels = c.labels.unwrap_or_default();
-            (
-                labels.get(PROJECT_LABEL).cloned(),
-                labels.get(bottle_compose::render::LABEL_SLUG).cloned(),
-            )
-        })))
+        let mut facts = Vec::new();
+        for id in list.into_iter().filter_map(|c| c.id) {
+            // Removed between the listing and the inspection: not part of the answer.
+            if let Some(info) = self.inspect(&id).await? {
+                facts.push(container_facts(info));
+            }
+        }
+        Ok(FoundBottle::group(facts))
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {

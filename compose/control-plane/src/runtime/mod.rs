@@ -75,8 +75,10 @@ pub trait Runtime: Send + Sync {
     ) -> Result<ExecOutput, RuntimeError>;
 
     /// Every bottle that has containers in the runtime, found by the renderer's slug label
-    /// (`io.bot-bottle.slug`), whichever control plane made it: how a restarted control plane
-    /// (or one whose state dir was lost) finds its bottles again. Sorted by project.
+    /// (`io.bot-bottle.slug`), whichever control plane made it, with its containers: how a
+    /// restarted control plane (or one whose state dir was lost) finds its bottles again, and
+    /// how `ps` gets every bottle's state in one query instead of one per bottle. Sorted by
+    /// project.
     async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError>;
 
     /// Where `container_port` of `service` is published on the host, if it is.
@@ -222,33 +224,46 @@ pub fn statuses(facts: impl IntoIterator<Item = ContainerFacts>) -> Vec<ServiceS
     out
 }
 
-/// A bottle found in the runtime by its labels ([`Runtime::bottles`]).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A bottle found in the runtime by its labels ([`Runtime::bottles`]), with its containers.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FoundBottle {
     /// Compose project name (`com.docker.compose.project`).
     pub project: String,
     /// The bottle's slug (`io.bot-bottle.slug`).
     pub slug: String,
+    /// Its containers, as [`Runtime::containers`] would report them.
+    pub services: Vec<ServiceStatus>,
 }
 
 impl FoundBottle {
-    /// Distinct bottles from `(project, slug)` label pairs of containers, sorted; pairs with
-    /// a missing label are skipped (not a bottle made by a control plane).
-    pub fn collect(
-        pairs: impl IntoIterator<Item = (Option<String>, Option<String>)>,
-    ) -> Vec<FoundBottle> {
-        let mut out: Vec<FoundBottle> = pairs
+    /// Group containers into bottles by their project and slug labels, sorted by project;
+    /// containers missing either label are skipped (not made by a control plane).
+    pub fn group(facts: impl IntoIterator<Item = ContainerFacts>) -> Vec<FoundBottle> {
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<ContainerFacts>> =
+            std::collections::BTreeMap::new();
+        for f in facts {
+            let project = f
+                .labels
+                .get(PROJECT_LABEL)
+                .filter(|p| !p.is_empty())
+                .cloned();
+            let slug = f
+                .labels
+                .get(bottle_compose::render::LABEL_SLUG)
+                .filter(|s| !s.is_empty())
+                .cloned();
+            if let (Some(project), Some(slug)) = (project, slug) {
+                groups.entry((project, slug)).or_default().push(f);
+            }
+        }
+        groups
             .into_iter()
-            .filter_map(|(project, slug)| {
-                Some(FoundBottle {
-                    project: project.filter(|p| !p.is_empty())?,
-                    slug: slug.filter(|s| !s.is_empty())?,
-                })
+            .map(|((project, slug), facts)| FoundBottle {
+                project,
+                slug,
+                services: statuses(facts),
             })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+            .collect()
     }
 }
 
@@ -367,4 +382,63 @@ pub enum RuntimeError {
         /// The value found.
         value: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(
+        name: &str,
+        project: Option<&str>,
+        slug: Option<&str>,
+        service: &str,
+    ) -> ContainerFacts {
+        let mut labels = HashMap::from([(SERVICE_LABEL.to_string(), service.to_string())]);
+        if let Some(p) = project {
+            labels.insert(PROJECT_LABEL.to_string(), p.to_string());
+        }
+        if let Some(s) = slug {
+            labels.insert(
+                bottle_compose::render::LABEL_SLUG.to_string(),
+                s.to_string(),
+            );
+        }
+        ContainerFacts {
+            name: name.to_string(),
+            labels,
+            status: "running".to_string(),
+            exit_code: 0,
+            health: None,
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn containers_group_into_bottles_by_their_labels() {
+        let found = FoundBottle::group([
+            facts("/bb-sidecars-b", Some("bb-b"), Some("b"), "sidecars"),
+            facts("/bb-agent-a", Some("bb-a"), Some("a"), "agent"),
+            facts("/bb-agent-b", Some("bb-b"), Some("b"), "agent"),
+            facts("/stray", None, Some("c"), "agent"),
+            facts("/stray2", Some("bb-d"), None, "agent"),
+        ]);
+        let summary: Vec<(&str, &str, Vec<&str>)> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.project.as_str(),
+                    f.slug.as_str(),
+                    f.services.iter().map(|s| s.service.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("bb-a", "a", vec!["agent"]),
+                ("bb-b", "b", vec!["agent", "sidecars"])
+            ]
+        );
+    }
 }
