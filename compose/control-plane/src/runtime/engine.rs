@@ -85,6 +85,9 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Health polling interval while `up` waits for a dependency.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Inspections in flight at once when listing containers.
+const INSPECT_CONCURRENCY: usize = 16;
+
 /// The Docker Engine API backend. Connects lazily: constructing it makes no request, so a
 /// control plane can start (and report 503s) while Docker is down.
 pub struct Engine {
@@ -169,6 +172,20 @@ impl Engine {
             .await
             .map_err(|e| self.err(format!("list the containers of {project}"), e))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Inspect containers, several at a time (a listing of 20 bottles is 40 inspections).
+    /// A container removed between the listing and its inspection is left out.
+    async fn facts_of(&self, ids: Vec<String>) -> Result<Vec<ContainerFacts>, RuntimeError> {
+        use futures_util::stream::{self, TryStreamExt};
+        let found: Vec<Option<ContainerFacts>> = stream::iter(ids)
+            .map(|id| async move {
+                Ok::<_, RuntimeError>(self.inspect(&id).await?.map(container_facts))
+            })
+            .buffer_unordered(INSPECT_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn container_of(&self, project: &str, service: &str) -> Result<String, RuntimeError> {
@@ -606,25 +623,13 @@ impl Runtime for Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| self.err("list the bottles' containers", e))?;
-        let mut facts = Vec::new();
-        for id in list.into_iter().filter_map(|c| c.id) {
-            // Removed between the listing and the inspection: not part of the answer.
-            if let Some(info) = self.inspect(&id).await? {
-                facts.push(container_facts(info));
-            }
-        }
-        Ok(FoundBottle::group(facts))
+        let ids: Vec<String> = list.into_iter().filter_map(|c| c.id).collect();
+        Ok(FoundBottle::group(self.facts_of(ids).await?))
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ServiceStatus>, RuntimeError> {
-        let mut facts = Vec::new();
-        for id in self.container_ids(project, None).await? {
-            // Removed between the listing and the inspection: not part of the answer.
-            if let Some(info) = self.inspect(&id).await? {
-                facts.push(container_facts(info));
-            }
-        }
-        Ok(statuses(facts))
+        let ids = self.container_ids(project, None).await?;
+        Ok(statuses(self.facts_of(ids).await?))
     }
 
     async fn logs(
