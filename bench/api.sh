@@ -84,6 +84,14 @@ rps() { wrk -t2 -c4 -d8s -H "$AUTH" "$1" | awk '/Requests\/sec/ {print int($2)}'
 lat() { wrk -t1 -c1 -d5s --latency -H "$AUTH" "$1" | awk '$1=="50%" {print $2}'; }
 list_rps=$(rps "$URL/v1/bottles"); health_rps=$(rps "$URL/healthz")
 list_p50=$(lat "$URL/v1/bottles")
+# The same state dir and bottles, served through the Docker Engine API backend (what the
+# distroless image uses): one list + one inspect per container over the socket, no processes.
+port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SIDECARS_LOG=warn BOT_BOTTLE_RUNTIME=engine "$CP" serve --listen "127.0.0.1:$port2" >"$work/serve2.log" 2>&1 &
+server2=$!
+until curl -sf "http://127.0.0.1:$port2/healthz" >/dev/null; do sleep 0.05; done
+engine_rps=$(rps "http://127.0.0.1:$port2/v1/bottles"); engine_p50=$(lat "http://127.0.0.1:$port2/v1/bottles")
+kill "$server2"
 for ((i = 0; i < BOTTLES; i++)); do curl -s -X DELETE -H "$AUTH" "$URL/v1/bottles/list-$i" >/dev/null; done
 
 # The image: size, and idle RSS of `serve` running in it.
@@ -113,9 +121,10 @@ backend (\`BOT_BOTTLE_RUNTIME=$backend\`), same manifest; the API answers 201 on
 | endpoint | requests/s | vs /healthz |
 | --- | --- | --- |
 | \`GET /healthz\` (HTTP layer only) | $health_rps | 1.00× |
-| \`GET /v1/bottles\` ($n bottles) | $list_rps | $(python3 -c "print(f'{$list_rps/$health_rps:.4f}×')") |
+| \`GET /v1/bottles\` ($n bottles), compose CLI backend (\`docker ps\` + one \`docker inspect\`) | $list_rps | $(python3 -c "print(f'{$list_rps/$health_rps:.4f}×')") |
+| \`GET /v1/bottles\` ($n bottles), Docker Engine API backend | $engine_rps | $(python3 -c "print(f'{$engine_rps/$health_rps:.4f}×')") |
 
-\`GET /v1/bottles\` p50 latency, one connection: $list_p50.
+\`GET /v1/bottles\` p50 latency, one connection: compose CLI backend $list_p50, Engine API backend $engine_p50.
 
 | image | size | goal | idle RSS of \`serve\` |
 | --- | --- | --- | --- |

@@ -117,6 +117,115 @@ fn clean_push_lands_in_a_git_daemon_upstream() {
     );
 }
 
+/// The HTTP upstream of `support/git_http_upstream.py`; killed on drop.
+struct HttpUpstream {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl HttpUpstream {
+    fn start(root: &Path, userpass: &str, dir: &Path) -> HttpUpstream {
+        let port_file = dir.join("http-port");
+        let log = dir.join("http-requests.log");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/git_http_upstream.py"
+        );
+        let child = std::process::Command::new("python3")
+            .args([script, root.to_str().unwrap(), userpass])
+            .args([&port_file, &log])
+            .spawn()
+            .expect("start the HTTP git upstream (python3)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "HTTP upstream did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        HttpUpstream {
+            child,
+            url: format!("http://127.0.0.1:{}", port.trim()),
+            log,
+        }
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_http_upstream_gets_the_credential_the_client_never_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("http-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let upstream = root.join("app.git");
+    git::bare_upstream(&upstream);
+    let secret = "alice:Upstream-Pa55-only-in-the-sidecars";
+    let http = HttpUpstream::start(&root, secret, dir.path());
+    // Without the credential the upstream refuses: so whatever gets through used it.
+    let direct = git::run(dir.path(), &["ls-remote", &format!("{}/app.git", http.url)]);
+    assert!(!direct.status.success(), "the upstream must demand auth");
+    assert!(http.requests().contains("401"), "{}", http.requests());
+
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("UPSTREAM"), format!("{secret}\n")).unwrap();
+    let gate = GitGate::start(
+        BIN,
+        dir.path(),
+        json!([{"name": "app", "upstream": format!("{}/app.git", http.url), "credential": "UPSTREAM"}]),
+        json!({}),
+    );
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "hello\n",
+        "the mirror was filled from the HTTP upstream with the credential"
+    );
+    let head = git::commit_file(&work, "b.txt", "through http\n", "b");
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(
+        ok,
+        "clean push through git-gate to the HTTP upstream: {err}"
+    );
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main").as_deref(),
+        Some(head.as_str()),
+        "the push landed upstream; requests: {}",
+        http.requests()
+    );
+    assert!(
+        http.requests()
+            .contains("200 POST /app.git/git-receive-pack"),
+        "{}",
+        http.requests()
+    );
+    // The client side never sees the credential: not in its remote, config or output.
+    let config = std::fs::read_to_string(work.join(".git/config")).unwrap();
+    assert!(!config.contains("Upstream-Pa55"), "{config}");
+    assert!(!err.contains("Upstream-Pa55"), "{err}");
+    let mirror_config = gate.base_dir.join("app.git/config");
+    let text = std::fs::read_to_string(&mirror_config).expect("the mirror's config");
+    assert!(
+        !text.contains("Upstream-Pa55"),
+        "credential written into the mirror: {text}"
+    );
+}
+
 #[test]
 fn a_push_adding_an_aws_key_is_refused_with_file_line_and_rule() {
     let dir = tempfile::tempdir().unwrap();
