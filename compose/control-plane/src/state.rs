@@ -5,7 +5,7 @@
 //! └── bottles/<slug>/
 //!     ├── bottle.json        what the control plane knows: slug, project, containers, source
 //!     ├── manifest.toml|json the manifest as given
-//!     ├── compose.yaml, .env written by the compose CLI runtime at `up`
+//!     ├── compose.yaml, .env written at `up` (every runtime backend)
 //!     ├── config/*.json      init.json and each daemon's config (mounted read-only)
 //!     └── packs/<name>/      the manifest's packs (mounted read-only as pack-exec's packs_dir)
 //! ```
