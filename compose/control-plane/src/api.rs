@@ -293,15 +293,6 @@ impl ControlError {
     }
 }
 
-impl RuntimeError {
-    /// Whether the failure is "Docker is not reachable" (socket missing, daemon down,
-    /// permission denied) rather than a failed operation: the API answers 503 for it, since
-    /// retrying later can succeed and nothing about the request was wrong.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, RuntimeError::Unreachable(_))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

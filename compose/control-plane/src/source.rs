@@ -137,8 +137,9 @@ impl Source {
     }
 }
 
-/// Lexical normalization (`examples/../packs/x` → `packs/x`).
-fn normalize(p: &Path) -> PathBuf {
+/// Lexical normalization (`examples/../packs/x` → `packs/x`): no filesystem access, so it
+/// works for paths that do not exist (yet) or exist only on the Docker host.
+pub fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

@@ -19,7 +19,7 @@
 //!   everything else the daemon refuses is [`RuntimeError::Engine`] naming the operation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -1107,27 +1107,13 @@ fn absolute(dir: &Path) -> PathBuf {
             .map(|cwd| cwd.join(dir))
             .unwrap_or_else(|_| dir.to_path_buf())
     };
-    normalize(&joined)
+    crate::source::normalize(&joined)
 }
 
 /// A bind source: absolute paths as they are, relative ones against the project directory;
 /// `.` and `..` resolved lexically.
 fn resolve(dir: &Path, source: &str) -> PathBuf {
-    normalize(&dir.join(source))
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+    crate::source::normalize(&dir.join(source))
 }
 
 /// A compose duration (`1s`, `500ms`, `1m30s`, `1.5h`, `10us`, or a bare number of seconds)

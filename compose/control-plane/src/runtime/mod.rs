@@ -224,6 +224,15 @@ pub fn statuses(facts: impl IntoIterator<Item = ContainerFacts>) -> Vec<ServiceS
     out
 }
 
+impl RuntimeError {
+    /// Whether the failure is "Docker is not reachable" (socket missing, daemon down,
+    /// permission denied) rather than a failed operation: the API answers 503 for it, since
+    /// retrying later can succeed and nothing about the request was wrong.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Unreachable(_))
+    }
+}
+
 /// A bottle found in the runtime by its labels ([`Runtime::bottles`]), with its containers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoundBottle {

@@ -87,14 +87,21 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
     }
 }
 
+/// A boolean query parameter: present without a value, `1`/`true`, or `0`/`false`.
+fn flag(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "" | "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(format!("{key}: {value:?} is not 1/0/true/false")),
+    }
+}
+
 /// Parse `?pending=1` of the approvals list (the only parameter).
 pub fn approvals_query(query: Option<&str>) -> Result<bool, String> {
     let mut pending = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=').unwrap_or((pair, "")) {
-            ("pending", "" | "1" | "true") => pending = true,
-            ("pending", "0" | "false") => pending = false,
-            ("pending", v) => return Err(format!("pending: {v:?} is not 1/0/true/false")),
+            ("pending", v) => pending = flag("pending", v)?,
             (k, _) => return Err(format!("unknown query parameter {k:?} (known: pending)")),
         }
     }
@@ -135,13 +142,7 @@ pub fn logs_query(query: Option<&str>) -> Result<LogsQuery, String> {
                         .map_err(|_| format!("tail: {value:?} is not a number of lines"))?,
                 )
             }
-            "follow" => {
-                q.follow = match value {
-                    "" | "1" | "true" => true,
-                    "0" | "false" => false,
-                    _ => return Err(format!("follow: {value:?} is not 1/0/true/false")),
-                }
-            }
+            "follow" => q.follow = flag(key, value)?,
             _ => {
                 return Err(format!(
                     "unknown query parameter {key:?} (known: daemon, tail, follow)"
