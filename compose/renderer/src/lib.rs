@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | [`manifest`] | the manifest's types; TOML/JSON parsing with field paths |
 //! | [`validate`] | every semantic problem of a manifest at once, each with its path |
-//! | [`daemon`] | the five daemons: names, ports, what is published, what is supported |
+//! | [`daemon`] | the five daemons (re-exported from the contract crate `bottle-spec`) |
 //! | [`render`] | manifest + options → [`Bundle`] (compose model, config files, packs) |
 //! | [`model`] | typed compose model (services, networks, volumes) |
 //! | [`configs`] | one module per daemon config file, plus sidecar-init's `init.json` |

@@ -264,9 +264,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
     // Config files: init's table, then each enabled daemon's own config.
     let mut files = vec![ConfigFile::json("init", &configs::init::render(m))];
     for d in &enabled {
-        if let Some(render) = configs::renderer_for(*d) {
-            files.push(ConfigFile::json(d.name(), &render(m)));
-        }
+        files.push(ConfigFile::json(d.name(), &configs::renderer_for(*d)(m)));
     }
 
     let mut volumes = BTreeMap::new();

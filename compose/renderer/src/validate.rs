@@ -109,20 +109,6 @@ fn daemons(m: &Manifest, p: &mut Vec<Problem>) {
                 format!("{d} is listed twice"),
             ));
         }
-        if !d.supported() {
-            let supported: Vec<_> = Daemon::ALL
-                .iter()
-                .filter(|d| d.supported())
-                .map(|d| d.name())
-                .collect();
-            p.push(Problem::new(
-                format!("daemons[{i}]"),
-                format!(
-                    "{d} cannot be enabled yet: this renderer has no config for it (supported: {})",
-                    supported.join(", ")
-                ),
-            ));
-        }
     }
     if m.daemons.contains(&Daemon::Egress) && !m.daemons.contains(&Daemon::Pipelock) {
         p.push(Problem::new(

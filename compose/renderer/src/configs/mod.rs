@@ -36,15 +36,14 @@ pub fn credential_path(name: &str) -> String {
 /// Renders one daemon's config from the manifest.
 pub type Renderer = fn(&Manifest) -> serde_json::Value;
 
-/// The config renderer of `daemon`, if this version has one (every daemon has one now; the
-/// `Option` keeps the seam for a daemon added later).
-pub fn renderer_for(daemon: Daemon) -> Option<Renderer> {
+/// The config renderer of `daemon` (every daemon has one: the match is exhaustive).
+pub fn renderer_for(daemon: Daemon) -> Renderer {
     match daemon {
-        Daemon::PackExec => Some(pack_exec::render),
-        Daemon::Egress => Some(egress::render),
-        Daemon::Pipelock => Some(pipelock::render),
-        Daemon::GitGate => Some(git_gate::render),
-        Daemon::Supervise => Some(supervise::render),
+        Daemon::PackExec => pack_exec::render,
+        Daemon::Egress => egress::render,
+        Daemon::Pipelock => pipelock::render,
+        Daemon::GitGate => git_gate::render,
+        Daemon::Supervise => supervise::render,
     }
 }
 
