@@ -58,6 +58,19 @@ pub const PACK_EXEC_OPERATOR_PORT: u16 = 9001;
 /// supervise's operator listener (loopback only).
 pub const SUPERVISE_OPERATOR_PORT: u16 = 9101;
 
+/// The bottle's DNS responder, always running in the sidecars container (not selectable in a
+/// manifest's `daemons`): the agent's only resolver. It answers the bottle's own names and
+/// refuses every other name without forwarding it anywhere, so no lookup (and no data hidden
+/// in a name) leaves the bottle, whatever Docker's embedded DNS would do.
+pub const DNS_NAME: &str = "dns";
+/// Port of the DNS responder (UDP and TCP; Docker lets unprivileged processes bind low ports
+/// in a container: `net.ipv4.ip_unprivileged_port_start=0`).
+pub const DNS_PORT: u16 = 53;
+/// uid (= gid) of the DNS responder.
+pub const DNS_UID: u32 = 10006;
+/// Config file of the DNS responder.
+pub const DNS_CONFIG: &str = "/etc/sidecars/dns.json";
+
 /// A daemon of the sidecars container. The declaration order is the dependency order
 /// (egress before pipelock), which is also the order of `SIDECARS_DAEMONS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -232,6 +245,7 @@ mod tests {
             assert!(!HANDLER_UIDS.contains(uid), "uid {uid} is a handler uid");
         }
         assert!(!HANDLER_UIDS.contains(&INIT_UID));
+        assert!(!uids.contains(&DNS_UID) && !HANDLER_UIDS.contains(&DNS_UID));
         assert!(HANDLER_UIDS.clone().count() >= 16);
     }
 
@@ -240,6 +254,144 @@ mod tests {
         let mut ports: BTreeSet<u16> = Daemon::ALL.iter().map(|d| d.port()).collect();
         ports.insert(PACK_EXEC_OPERATOR_PORT);
         ports.insert(SUPERVISE_OPERATOR_PORT);
-        assert_eq!(ports.len(), Daemon::ALL.len() + 2);
+        ports.insert(DNS_PORT);
+        assert_eq!(ports.len(), Daemon::ALL.len() + 3);
+    }
+}
+
+/// The agent network's subnet: fixed per bottle so that the sidecars container has a known
+/// address the agent's `dns:` can name (its DNS responder). One /28 per bottle out of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Subnet {
+    /// Network address (host bits zero).
+    pub base: std::net::Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+/// The default pool bottles' agent networks are carved from (`BOT_BOTTLE_SUBNET_POOL`).
+pub const DEFAULT_SUBNET_POOL: Subnet = Subnet {
+    base: std::net::Ipv4Addr::new(10, 213, 0, 0),
+    prefix: 16,
+};
+/// Prefix length of one bottle's agent network: 14 usable addresses, 2 needed.
+pub const BOTTLE_SUBNET_PREFIX: u8 = 28;
+
+impl Subnet {
+    /// Parses `A.B.C.D/N` (host bits must be zero).
+    pub fn parse(text: &str) -> Result<Subnet, String> {
+        let bad = || format!("{text:?} is not an IPv4 subnet like 10.213.0.0/16");
+        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+        let base: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        let subnet = Subnet { base, prefix };
+        if u32::from(base) & !subnet.mask() != 0 {
+            return Err(format!(
+                "{text:?} has host bits set (did you mean {}?)",
+                Subnet {
+                    base: std::net::Ipv4Addr::from(u32::from(base) & subnet.mask()),
+                    prefix
+                }
+            ));
+        }
+        Ok(subnet)
+    }
+
+    fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    /// Whether two subnets share an address.
+    pub fn overlaps(self, other: Subnet) -> bool {
+        let m = self.mask() & other.mask();
+        u32::from(self.base) & m == u32::from(other.base) & m
+    }
+
+    /// The address Docker's IPAM reserves as the gateway (first host).
+    pub fn gateway(self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.base) + 1)
+    }
+
+    /// The sidecars container's fixed address (second host).
+    pub fn sidecars_ip(self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.base) + 2)
+    }
+
+    /// The bottle subnet for `project` in `pool`: the /28 a stable hash of the name points at,
+    /// or the next one that overlaps nothing in `taken` (networks that already exist). `None`
+    /// when the pool is full or smaller than a /28.
+    pub fn for_project(pool: Subnet, project: &str, taken: &[Subnet]) -> Option<Subnet> {
+        if pool.prefix > BOTTLE_SUBNET_PREFIX {
+            return None;
+        }
+        let slots = 1u64 << (BOTTLE_SUBNET_PREFIX - pool.prefix);
+        // FNV-1a, 64 bit: stable across Rust versions and platforms.
+        let hash = project.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let size = 1u64 << (32 - BOTTLE_SUBNET_PREFIX);
+        (0..slots)
+            .map(|i| (hash + i) % slots)
+            .map(|slot| Subnet {
+                base: std::net::Ipv4Addr::from(
+                    (u64::from(u32::from(pool.base)) + slot * size) as u32,
+                ),
+                prefix: BOTTLE_SUBNET_PREFIX,
+            })
+            .find(|s| !taken.iter().any(|t| t.overlaps(*s)))
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod subnet_tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        let s = Subnet::parse("10.213.0.0/16").unwrap();
+        assert_eq!(s, DEFAULT_SUBNET_POOL);
+        assert_eq!(s.to_string(), "10.213.0.0/16");
+        assert!(Subnet::parse("10.213.0.1/16")
+            .unwrap_err()
+            .contains("10.213.0.0/16"));
+        assert!(Subnet::parse("10.213.0.0").is_err());
+        assert!(Subnet::parse("10.213.0.0/33").is_err());
+    }
+
+    #[test]
+    fn a_project_gets_a_stable_free_slot_inside_the_pool() {
+        let a = Subnet::for_project(DEFAULT_SUBNET_POOL, "bot-bottle-a", &[]).unwrap();
+        assert_eq!(
+            a,
+            Subnet::for_project(DEFAULT_SUBNET_POOL, "bot-bottle-a", &[]).unwrap()
+        );
+        assert!(DEFAULT_SUBNET_POOL.overlaps(a));
+        assert_eq!(a.prefix, BOTTLE_SUBNET_PREFIX);
+        assert_eq!(u32::from(a.sidecars_ip()), u32::from(a.base) + 2);
+        let b = Subnet::for_project(DEFAULT_SUBNET_POOL, "bot-bottle-a", &[a]).unwrap();
+        assert_ne!(a, b);
+        assert!(!a.overlaps(b));
+        // a taken network covering the whole pool leaves nothing
+        assert_eq!(
+            Subnet::for_project(
+                DEFAULT_SUBNET_POOL,
+                "x",
+                &[Subnet::parse("10.0.0.0/8").unwrap()]
+            ),
+            None
+        );
     }
 }
