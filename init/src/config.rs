@@ -44,6 +44,64 @@ pub struct Config {
     /// When a restarting daemon counts as crash-looping and is marked `failed` instead.
     #[serde(default)]
     pub crash_loop: CrashLoop,
+    /// Where each daemon's private credentials directory is created
+    /// (`<root>/<daemon>/`; default `/run/sidecars/credentials`).
+    #[serde(default)]
+    pub credentials_root: Option<PathBuf>,
+    /// The handler-spawn service for pack-exec (absent: none).
+    #[serde(default)]
+    pub handlers: Option<HandlersConfig>,
+}
+
+/// The handler-spawn service: pack-exec (which holds no capability) asks init over this
+/// socket to start each pack handler under a free uid of the range, with these limits.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HandlersConfig {
+    /// The socket path (owned by `client_uid`, mode 0600; peers of another uid are refused).
+    pub socket: PathBuf,
+    /// The only uid served (pack-exec's).
+    pub client_uid: u32,
+    /// First uid of the handler range (inclusive).
+    pub first_uid: u32,
+    /// Last uid of the handler range (inclusive).
+    pub last_uid: u32,
+    /// Where per-call temp dirs are created (a sticky, world-writable tmpfs such as `/tmp`).
+    #[serde(default = "default_handler_tmp")]
+    pub tmp_dir: PathBuf,
+    /// Per-call resource limits.
+    #[serde(default)]
+    pub limits: HandlerLimits,
+}
+
+fn default_handler_tmp() -> PathBuf {
+    PathBuf::from("/tmp")
+}
+
+/// Resource limits of one handler call (`setrlimit`, applied as the handler's uid; the
+/// process count is per uid, and every call has a uid of its own).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerLimits {
+    /// `RLIMIT_NPROC`: processes (and threads) of the call's uid.
+    pub processes: u64,
+    /// `RLIMIT_AS`: address space of each process, bytes.
+    pub address_space_bytes: u64,
+    /// `RLIMIT_FSIZE`: largest file a process may write, bytes.
+    pub file_size_bytes: u64,
+    /// `RLIMIT_NOFILE`: open file descriptors per process.
+    pub open_files: u64,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        HandlerLimits {
+            processes: 64,
+            address_space_bytes: 1 << 30,
+            file_size_bytes: 64 << 20,
+            open_files: 256,
+        }
+    }
 }
 
 fn default_grace_ms() -> u64 {
@@ -94,6 +152,12 @@ pub struct DaemonConfig {
     /// `"UID"` or `"UID:GID"` (numbers) to drop to before exec.
     #[serde(default)]
     pub user: Option<String>,
+    /// Credentials to hand to this daemon: file name in its private directory → source file
+    /// (mounted, readable by init alone). Copied before any daemon starts into
+    /// `<credentials_root>/<name>/`, owned by the daemon's uid, and named in its
+    /// `CREDENTIALS_DIRECTORY`.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, PathBuf>,
     /// How to tell the daemon is ready: `{"tcp": PORT}` or `{"http": "PORT/PATH"}`; none means
     /// ready as soon as it runs.
     #[serde(default)]
@@ -214,6 +278,10 @@ struct RawConfig {
     socket: Option<PathBuf>,
     #[serde(default)]
     crash_loop: CrashLoop,
+    #[serde(default)]
+    credentials_root: Option<PathBuf>,
+    #[serde(default)]
+    handlers: Option<HandlersConfig>,
 }
 
 /// Reads the file at `path` and parses it, collecting every structural problem.
@@ -269,6 +337,8 @@ pub fn parse(text: &[u8]) -> Result<Config, Vec<Problem>> {
         notify_url: raw.notify_url,
         socket: raw.socket,
         crash_loop: raw.crash_loop,
+        credentials_root: raw.credentials_root,
+        handlers: raw.handlers,
     })
 }
 

@@ -67,6 +67,20 @@ pub async fn run(
         .map(|d| (d.name.clone(), d.probe.clone()))
         .collect();
     tokio::spawn(control::serve(listener, q_tx, probes));
+    let handlers = crate::handlers::Registry::default();
+    if let Some(config) = plan.handlers.clone() {
+        match crate::handlers::bind(&config) {
+            Ok(l) => {
+                tracing::info!("serving handler spawns on {}", config.socket.display());
+                tokio::spawn(crate::handlers::serve(l, config, handlers.clone()));
+            }
+            // pack-exec then fails its calls with a clear error; the guards keep running.
+            Err(e) => tracing::error!(
+                "cannot serve handler spawns on {}: {e}",
+                config.socket.display()
+            ),
+        }
+    }
 
     let notifier = plan.notify.clone().map(Notifier::new);
     let framers: Vec<(Framer, Framer)> = plan
@@ -95,6 +109,7 @@ pub async fn run(
                             user: d.user,
                             new_session: true,
                             capture: true,
+                            harden: true,
                         };
                         match spawn(&spec) {
                             Ok(child) => {
@@ -181,7 +196,9 @@ pub async fn run(
             Some(sig) = sig_rx.recv() => {
                 if sig == Signal::SIGCHLD {
                     for (pid, status) in reaper::reap_all() {
-                        queue.push_back(Event::Exited { pid, status });
+                        if !handlers.claim(pid, status) {
+                            queue.push_back(Event::Exited { pid, status });
+                        }
                     }
                 } else {
                     queue.push_back(Event::Signal(sig));

@@ -64,6 +64,9 @@ pub enum Error {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A daemon's credentials could not be handed out (nothing was started).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
     /// Any other OS-level failure during setup (runtime, signals).
     #[error("{context}: {source}")]
     Io {
@@ -87,7 +90,10 @@ impl Error {
     /// flags, 1 for runtime failures (unreachable init, OS errors).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Usage(_) | Error::SocketBind { .. } => 2,
+            Error::Config { .. }
+            | Error::Usage(_)
+            | Error::SocketBind { .. }
+            | Error::Credentials(_) => 2,
             Error::Control { .. } | Error::Io { .. } => 1,
         }
     }

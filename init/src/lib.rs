@@ -22,6 +22,9 @@
 //! | [`probe`] | TCP/HTTP ready probes and the tiny HTTP client |
 //! | [`notify`] | fire-and-forget event POSTs to `notify_url` |
 //! | [`control`] | control socket protocol (shared by server and `health`/`status`) |
+//! | [`credentials`] | each daemon's private copy of the credentials it declares |
+//! | [`handlers`] | the handler-spawn service: pack handlers started under their own uids |
+//! | [`hardening`] | what every child gets before exec: no_new_privs, no core dumps, limits |
 //! | [`single`] | `sidecar-init -- CMD ARGS...` (tini semantics) |
 //! | [`error`] | typed errors and their exit codes |
 #![deny(unsafe_code)]
@@ -29,9 +32,12 @@
 
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod driver;
 pub mod error;
 pub mod graph;
+pub mod handlers;
+pub mod hardening;
 pub mod log;
 pub mod notify;
 pub mod output;

@@ -80,6 +80,16 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "--") {
         std::process::exit(single::run(&args[2..]));
     }
+    // Internal: run by init itself as a finished pack call's uid (see handlers.rs).
+    if args
+        .get(1)
+        .is_some_and(|a| a == sidecar_init::handlers::CLEANUP_COMMAND)
+    {
+        if let (Some(dir), 3) = (args.get(2), args.len()) {
+            std::process::exit(sidecar_init::handlers::cleanup_main(Path::new(dir)));
+        }
+        std::process::exit(2);
+    }
     let code = match parse_cli(&args) {
         Ok(cli) => match run(cli) {
             Ok(code) => code,
@@ -183,7 +193,9 @@ fn supervise(path: PathBuf, socket_flag: Option<PathBuf>) -> Result<i32, Error> 
         let context = context.to_string();
         move |source| Error::Io { context, source }
     };
-    let (cfg, plan) = load_plan(&path)?;
+    let (cfg, mut plan) = load_plan(&path)?;
+    sidecar_init::hardening::no_core_dumps();
+    sidecar_init::credentials::hand_out(&mut plan)?;
     let socket = control::socket_path(
         socket_flag,
         std::env::var(SOCKET_ENV).ok(),

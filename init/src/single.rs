@@ -52,6 +52,7 @@ pub fn run(argv: &[OsString]) -> i32 {
         user: None,
         new_session: false,
         capture: false,
+        harden: false,
     };
     let child = match spawn(&spec) {
         Ok(c) => c.pid,

@@ -41,6 +41,9 @@ pub struct SpawnSpec<'a, S: AsRef<OsStr>> {
     pub new_session: bool,
     /// Pipe stdout/stderr back to init (and stdin from /dev/null); otherwise inherit all three.
     pub capture: bool,
+    /// Supervised daemons: `no_new_privs` and no core dumps before exec (see
+    /// [`crate::hardening`]). Single-command mode passes the environment through unchanged.
+    pub harden: bool,
 }
 
 /// A started child.
@@ -79,24 +82,18 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
         cmd.stderr(Stdio::piped());
     }
     let new_session = spec.new_session;
+    let harden = spec.harden;
     // SAFETY: the hook runs in the forked child before exec and calls only async-signal-safe
-    // functions (sigaction via signal(), sigprocmask, setsid); it allocates nothing and takes
-    // no locks. `io::Error::last_os_error` only reads errno.
+    // functions (sigaction via signal(), sigprocmask, setsid, prctl, setrlimit); it allocates
+    // nothing and takes no locks. `io::Error::last_os_error` only reads errno.
     unsafe {
         cmd.pre_exec(move || {
-            for sig in 1..=libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    // Fails harmlessly (EINVAL) for signals the libc reserves.
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            default_signals()?;
             if new_session && libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if harden {
+                crate::hardening::in_child(None)?;
             }
             Ok(())
         });
@@ -112,6 +109,107 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
         stdout,
         stderr,
     })
+}
+
+/// Default dispositions for every signal and an empty mask: Rust ignores SIGPIPE and init
+/// blocks signals, and a child must inherit neither. Async-signal-safe.
+fn default_signals() -> io::Result<()> {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: plain syscall wrapper; fails harmlessly (EINVAL) for signals the libc
+            // reserves.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: `empty` is a valid sigset_t initialised by sigemptyset before use.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// How to start one pack handler (see [`crate::handlers`]).
+#[derive(Debug)]
+pub struct HandlerSpec<'a> {
+    /// Program (absolute) and arguments.
+    pub argv: &'a [String],
+    /// The whole environment.
+    pub env: &'a BTreeMap<String, String>,
+    /// The call's uid (= gid).
+    pub uid: u32,
+    /// The call's temp dir: created by the child *as the call's uid* (mode 0700), then its cwd.
+    pub dir: &'a std::path::Path,
+    /// Per-call limits.
+    pub limits: crate::config::HandlerLimits,
+    /// stdin, stdout, stderr (pipe ends received from pack-exec).
+    pub stdio: [OwnedFd; 3],
+}
+
+/// Starts a handler in its own session under its own uid, hardened and limited; returns its
+/// pid (= its process group).
+pub fn spawn_handler(spec: HandlerSpec<'_>) -> io::Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let dir = std::ffi::CString::new(spec.dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the call dir"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().envs(spec.env);
+    cmd.gid(spec.uid).uid(spec.uid);
+    let [stdin, stdout, stderr] = spec.stdio;
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    let limits = spec.limits;
+    // SAFETY: as in `spawn`: only async-signal-safe calls (sigaction, sigprocmask, setsid,
+    // prctl, setrlimit, mkdir, chdir) on memory prepared before the fork (`dir`).
+    unsafe {
+        cmd.pre_exec(move || {
+            default_signals()?;
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            crate::hardening::in_child(Some(&limits))?;
+            // Already running as the call's uid: the dir is born its own.
+            if libc::mkdir(dir.as_ptr(), 0o700) != 0 || libc::chdir(dir.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    drop(child);
+    Ok(pid)
+}
+
+/// One `recvmsg` into `buf`, taking ownership of any descriptors passed with it
+/// (`SCM_RIGHTS`, close-on-exec). Non-blocking sockets answer `WouldBlock` as usual.
+pub fn recv_with_fds(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut received = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in this process for us;
+            // nothing else owns them.
+            received.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, received))
 }
 
 /// Result of one non-blocking wait.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::config::{Config, DaemonConfig, OnReadyTimeout, RestartPolicy};
+use std::path::PathBuf;
+
+use crate::config::{Config, DaemonConfig, HandlersConfig, OnReadyTimeout, RestartPolicy};
 use crate::error::Problem;
 use crate::graph;
 use crate::notify::NotifyTarget;
@@ -58,6 +60,8 @@ pub struct DaemonPlan {
     pub ready_timeout: Duration,
     /// What a ready timeout does.
     pub on_ready_timeout: OnReadyTimeout,
+    /// Credentials to hand out: file name → source.
+    pub credentials: BTreeMap<String, PathBuf>,
 }
 
 /// Everything the supervisor needs, validated.
@@ -73,6 +77,19 @@ pub struct Plan {
     pub crash_window: Duration,
     /// Where to send events, if anywhere.
     pub notify: Option<NotifyTarget>,
+    /// Root of the per-daemon credentials directories.
+    pub credentials_root: PathBuf,
+    /// The handler-spawn service, if configured.
+    pub handlers: Option<HandlersConfig>,
+}
+
+/// Default root of the per-daemon credentials directories.
+pub const DEFAULT_CREDENTIALS_ROOT: &str = "/run/sidecars/credentials";
+
+/// Whether `n` can name a credential file: one path component of `A-Z a-z 0-9 . _ -`, not
+/// `.` or `..`, so a name can never point outside the daemon's directory.
+pub fn valid_credential_name(n: &str) -> bool {
+    valid_name(n) && n != "." && n != ".."
 }
 
 /// Parses `"UID"` or `"UID:GID"`.
@@ -252,6 +269,7 @@ pub fn plan(config: &Config, selection: Option<&str>) -> Result<Plan, Vec<Proble
                 .collect(),
             ready_timeout: Duration::from_millis(d.ready_timeout_ms),
             on_ready_timeout: d.on_ready_timeout,
+            credentials: d.credentials.clone(),
         });
     }
     let deps: Vec<Vec<usize>> = daemons.iter().map(|d| d.deps.clone()).collect();
@@ -264,6 +282,11 @@ pub fn plan(config: &Config, selection: Option<&str>) -> Result<Plan, Vec<Proble
         max_restarts: config.crash_loop.max_restarts,
         crash_window: Duration::from_millis(config.crash_loop.window_ms),
         notify,
+        credentials_root: config
+            .credentials_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS_ROOT)),
+        handlers: config.handlers.clone(),
     })
 }
 
@@ -280,6 +303,53 @@ fn check_top_level(config: &Config, problems: &mut Vec<Problem>) {
     if let Some(s) = &config.socket {
         if s.as_os_str().is_empty() {
             problems.push(Problem::new("socket", "must not be empty"));
+        }
+    }
+    if let Some(root) = &config.credentials_root {
+        if !root.is_absolute() {
+            problems.push(Problem::new("credentials_root", "must be an absolute path"));
+        }
+    }
+    if let Some(h) = &config.handlers {
+        if h.first_uid == 0 || h.first_uid > h.last_uid {
+            problems.push(Problem::new(
+                "handlers.first_uid",
+                "the handler uid range must be non-empty and must not include 0 (root)",
+            ));
+        }
+        if (h.first_uid..=h.last_uid).contains(&h.client_uid) {
+            problems.push(Problem::new(
+                "handlers.client_uid",
+                "pack-exec's uid must not be inside the handler uid range",
+            ));
+        }
+        for uid in config
+            .daemons
+            .iter()
+            .filter_map(|d| d.user.as_deref().and_then(parse_user))
+        {
+            if (h.first_uid..=h.last_uid).contains(&uid.uid) {
+                problems.push(Problem::new(
+                    "handlers.first_uid",
+                    format!(
+                        "uid {} of a daemon is inside the handler uid range",
+                        uid.uid
+                    ),
+                ));
+            }
+        }
+        if !h.socket.is_absolute() || !h.tmp_dir.is_absolute() {
+            problems.push(Problem::new(
+                "handlers",
+                "socket and tmp_dir must be absolute paths",
+            ));
+        }
+        let l = h.limits;
+        if l.processes == 0 || l.address_space_bytes < (16 << 20) || l.open_files < 16 {
+            problems.push(Problem::new(
+                "handlers.limits",
+                "processes must be > 0, address_space_bytes >= 16 MiB, open_files >= 16",
+            ));
         }
     }
 }
@@ -318,6 +388,27 @@ fn check_daemon(i: usize, d: &DaemonConfig, problems: &mut Vec<Problem>) {
                 "value contains a NUL byte",
             ));
         }
+    }
+    for (name, source) in &d.credentials {
+        if !valid_credential_name(name) {
+            problems.push(Problem::new(
+                at(&format!("credentials.{name}")),
+                "a credential's file name is one path component of A-Z a-z 0-9 . _ - (not . or ..)",
+            ));
+        }
+        if !source.is_absolute() {
+            problems.push(Problem::new(
+                at(&format!("credentials.{name}")),
+                "the source must be an absolute path",
+            ));
+        }
+    }
+    let uid = d.user.as_deref().and_then(parse_user).map(|u| u.uid);
+    if !d.credentials.is_empty() && uid.is_none_or(|u| u == 0) {
+        problems.push(Problem::new(
+            at("credentials"),
+            "a daemon holding credentials needs its own non-root \"user\" (the credentials directory is owned by it)",
+        ));
     }
     if let Some(u) = &d.user {
         if parse_user(u).is_none() {

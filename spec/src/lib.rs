@@ -395,3 +395,74 @@ mod subnet_tests {
         );
     }
 }
+
+/// The handler-spawn protocol between pack-exec (client) and sidecar-init (server) over
+/// [`SPAWN_SOCKET`], written once for both sides.
+///
+/// One connection per call. The client sends one frame: a 4-byte big-endian length and a
+/// JSON [`spawn::Request`], with the handler's stdin, stdout and stderr pipe ends attached to
+/// it as `SCM_RIGHTS`. The server answers with JSON lines ([`spawn::Event`]): `started` (or
+/// `error`), later `exited` — sent only once every process of the call's uid is gone and its
+/// temp dir removed. The client may write a `{"op":"kill"}` line at any time; closing the
+/// connection kills the call too.
+pub mod spawn {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    /// Largest request frame accepted.
+    pub const MAX_REQUEST_BYTES: u32 = 256 * 1024;
+
+    /// Start one handler.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Request {
+        /// The call's id (`[A-Za-z0-9-]{1,64}`): names its temp dir.
+        pub call_id: String,
+        /// Absolute program path and arguments.
+        pub argv: Vec<String>,
+        /// The handler's whole environment; the server sets `HOME` and `TMPDIR` to the
+        /// call's temp dir itself.
+        pub env: BTreeMap<String, String>,
+    }
+
+    /// What the server says.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(tag = "event", rename_all = "lowercase")]
+    pub enum Event {
+        /// The handler runs.
+        Started {
+            /// Its pid (= its process group).
+            pid: i32,
+            /// The call's uid.
+            uid: u32,
+        },
+        /// The handler could not be started.
+        Error {
+            /// `busy` (no free handler uid), `invalid` (bad request) or `spawn` (exec failed).
+            code: String,
+            /// What happened.
+            message: String,
+        },
+        /// The handler ended, and everything it left is gone.
+        Exited {
+            /// Its exit code, when it exited.
+            code: Option<i32>,
+            /// The signal that killed it, when one did.
+            signal: Option<i32>,
+        },
+    }
+
+    /// What the client may send after the request.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(tag = "op", rename_all = "lowercase")]
+    pub enum Op {
+        /// Kill the call (timeout, output overflow).
+        Kill,
+    }
+
+    /// Whether `id` may name a call.
+    pub fn valid_call_id(id: &str) -> bool {
+        (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }
+}
