@@ -112,10 +112,20 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
             let _ = std::fs::remove_file(path);
         }
     }
-    UnixListener::bind(path).map_err(|source| Error::SocketBind {
+    let listener = UnixListener::bind(path).map_err(|source| Error::SocketBind {
         path: path.display().to_string(),
         source,
-    })
+    })?;
+    // Owner only: init's uid (root in the bundle, where `docker exec` healthchecks run as root);
+    // no daemon or handler may query or flood it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        Error::SocketBind {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(listener)
 }
 
 /// Serves requests forever. `queries` reaches the supervision loop; `probes` are the enabled

@@ -283,17 +283,26 @@ async fn receive(stream: &UnixStream) -> std::io::Result<(Request, Vec<OwnedFd>)
     Ok((request, fds))
 }
 
-/// Runs `sidecar-init cleanup-call DIR` as `uid` and waits for it. Failing to start it is
+/// Shared writable places a handler could fill outside its temp dir; the cleanup removes
+/// everything its uid left at their top level (the handler's own files only: the sticky bit
+/// and the uid keep it from touching anyone else's).
+pub const SWEPT: [&str; 1] = ["/dev/shm"];
+
+/// Runs `sidecar-init cleanup-call DIR SWEEP...` as `uid` and waits for it. Failing to start it is
 /// logged: the uid then still goes back to the pool, but only once no process of it is left
 /// would be better — so it is retried once.
 async fn cleanup(uid: u32, dir: &Path, registry: &Registry) {
     for _ in 0..2 {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-        let argv = [
+        let mut argv = vec![
             exe.display().to_string(),
             CLEANUP_COMMAND.to_string(),
             dir.display().to_string(),
         ];
+        if let Some(parent) = dir.parent() {
+            argv.push(parent.display().to_string());
+        }
+        argv.extend(SWEPT.iter().map(|s| s.to_string()));
         let env = BTreeMap::new();
         let spec = crate::spawn::SpawnSpec {
             argv: &argv,
@@ -319,9 +328,10 @@ async fn cleanup(uid: u32, dir: &Path, registry: &Registry) {
     }
 }
 
-/// The cleanup process (runs as a call's uid): kill every other process of this uid, then
-/// remove the call's temp dir. Exit 0 when both worked.
-pub fn cleanup_main(dir: &Path) -> i32 {
+/// The cleanup process (runs as a call's uid): kill every other process of this uid, remove
+/// the call's temp dir, then whatever this uid left at the top of each `sweep` dir. Exit 0
+/// when the temp dir is gone.
+pub fn cleanup_main(dir: &Path, sweep: &[PathBuf]) -> i32 {
     // kill(-1) reaches every process this uid may signal — exactly the call's own — except
     // ourselves; a fork racing it fails (pending SIGKILL). Twice for good measure.
     for _ in 0..2 {
@@ -329,6 +339,26 @@ pub fn cleanup_main(dir: &Path) -> i32 {
             nix::unistd::Pid::from_raw(-1),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+    let me = nix::unistd::getuid().as_raw();
+    for place in sweep {
+        let Ok(entries) = std::fs::read_dir(place) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.uid() != me {
+                continue;
+            }
+            let _ = if meta.is_dir() {
+                std::fs::remove_dir_all(e.path())
+            } else {
+                std::fs::remove_file(e.path())
+            };
+        }
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => 0,

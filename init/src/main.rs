@@ -85,8 +85,9 @@ fn main() {
         .get(1)
         .is_some_and(|a| a == sidecar_init::handlers::CLEANUP_COMMAND)
     {
-        if let (Some(dir), 3) = (args.get(2), args.len()) {
-            std::process::exit(sidecar_init::handlers::cleanup_main(Path::new(dir)));
+        if let Some(dir) = args.get(2) {
+            let sweep: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
+            std::process::exit(sidecar_init::handlers::cleanup_main(Path::new(dir), &sweep));
         }
         std::process::exit(2);
     }

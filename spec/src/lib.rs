@@ -16,12 +16,13 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 
 /// sidecar-init's uid: root *without* the root capabilities. It keeps only `SETUID`,
-/// `SETGID` (to start each daemon and handler under its own uid) and `CHOWN` (to give each
-/// daemon its private credentials directory); see [`INIT_CAPABILITIES`].
+/// `SETGID` (to start each daemon and handler under its own uid), `KILL` (to signal them: a
+/// uid-0 sender needs it for a target of another uid) and `CHOWN` (to give each daemon its
+/// private credentials directory); see [`INIT_CAPABILITIES`].
 pub const INIT_UID: u32 = 0;
 /// The capabilities the sidecars container keeps (`cap_add` after `cap_drop: [ALL]`). Every
 /// process but init drops them all when it switches to its uid.
-pub const INIT_CAPABILITIES: [&str; 3] = ["CHOWN", "SETGID", "SETUID"];
+pub const INIT_CAPABILITIES: [&str; 4] = ["CHOWN", "KILL", "SETGID", "SETUID"];
 
 /// The uids pack handlers run as: one per running call, never shared by two live calls, never
 /// a daemon's. pack-exec's concurrency is bounded by the size of this range.

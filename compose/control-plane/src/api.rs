@@ -203,16 +203,30 @@ pub enum ControlError {
     /// The bottle's CA could not be generated.
     #[error("cannot generate the bottle CA: {0}")]
     Ca(String),
-    /// A credential file of the manifest is missing or not a regular file.
-    #[error("credentials.{name}.file: {path}: {message}")]
-    Credential {
-        /// The credential's name.
-        name: String,
-        /// The host path.
+    /// Credential files of the manifest that cannot be used: missing, not a regular file,
+    /// readable by group or others, or not owned by root. Every problem at once, one a line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Credentials(Vec<CredentialProblem>),
+    /// A file of the project directory could not be given to its daemon's uid (the control
+    /// plane is not root).
+    #[error("cannot give {path} to {owner}: {message}; the control plane must run as root to give each daemon's files to its uid")]
+    NotRoot {
+        /// The file.
         path: String,
-        /// What is wrong.
+        /// `uid:gid` it was meant for.
+        owner: String,
+        /// The OS error.
         message: String,
     },
+    /// No subnet is left for the bottle's agent network.
+    #[error("no free /{prefix} left for the agent network in BOT_BOTTLE_SUBNET_POOL={pool} (every one overlaps an existing Docker network): remove unused networks (`docker network prune`) or set BOT_BOTTLE_SUBNET_POOL to a larger or another range", prefix = bottle_spec::BOTTLE_SUBNET_PREFIX)]
+    NoSubnet {
+        /// The pool.
+        pool: bottle_spec::Subnet,
+    },
+    /// pack-exec's operator listener refused the bottle's operator token.
+    #[error("{0}")]
+    OperatorToken(String),
     /// An approvals operation failed inside the bottle (unknown id, already decided, ...).
     #[error("{0}")]
     Approval(String),
@@ -228,6 +242,27 @@ pub enum ControlError {
     },
 }
 
+/// One unusable credential file (see [`ControlError::Credentials`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialProblem {
+    /// The credential's name in the manifest.
+    pub name: String,
+    /// The host path, as the manifest gives it.
+    pub path: String,
+    /// What is wrong, and the command that fixes it.
+    pub message: String,
+}
+
+impl std::fmt::Display for CredentialProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "credentials.{}.file: {}: {}",
+            self.name, self.path, self.message
+        )
+    }
+}
+
 impl ControlError {
     /// Process exit code: 2 for usage/manifest errors, 1 for everything at run time.
     pub fn exit_code(&self) -> u8 {
@@ -235,7 +270,7 @@ impl ControlError {
             ControlError::Manifest(_)
             | ControlError::Render(_)
             | ControlError::Usage(_)
-            | ControlError::Credential { .. } => EXIT_USAGE,
+            | ControlError::Credentials(_) => EXIT_USAGE,
             _ => EXIT_RUNTIME,
         }
     }
@@ -254,7 +289,10 @@ impl ControlError {
             ControlError::Daemon { .. } => "daemon_error",
             ControlError::Unreachable { .. } => "unreachable",
             ControlError::Ca(_) => "ca",
-            ControlError::Credential { .. } => "invalid_credential",
+            ControlError::Credentials(_) => "invalid_credential",
+            ControlError::NotRoot { .. } => "not_root",
+            ControlError::NoSubnet { .. } => "no_subnet",
+            ControlError::OperatorToken(_) => "operator_token_refused",
             ControlError::Approval(_) => "approval_failed",
         }
     }
@@ -267,19 +305,24 @@ impl ControlError {
             ControlError::Manifest(_)
             | ControlError::Render(_)
             | ControlError::Usage(_)
-            | ControlError::Credential { .. } => S::BAD_REQUEST,
+            | ControlError::Credentials(_) => S::BAD_REQUEST,
             ControlError::UnknownBottle { .. } => S::NOT_FOUND,
             ControlError::Conflict { .. } => S::CONFLICT,
             ControlError::Runtime(e) if e.is_unreachable() => S::SERVICE_UNAVAILABLE,
-            ControlError::Runtime(_) | ControlError::Unreachable { .. } => S::BAD_GATEWAY,
+            ControlError::Runtime(_)
+            | ControlError::Unreachable { .. }
+            | ControlError::OperatorToken(_) => S::BAD_GATEWAY,
+            // Retry once networks are freed, or with another pool.
+            ControlError::NoSubnet { .. } => S::SERVICE_UNAVAILABLE,
             ControlError::Daemon { status, .. } => S::from_u16(*status).unwrap_or(S::BAD_GATEWAY),
             // supervise-ctl's own refusals: an unknown id, or a request decided already.
             ControlError::Approval(m) if m.starts_with("no approval") => S::NOT_FOUND,
             ControlError::Approval(m) if m.contains("already") => S::CONFLICT,
             ControlError::Approval(_) => S::UNPROCESSABLE_ENTITY,
-            ControlError::HostGuard(_) | ControlError::Io { .. } | ControlError::Ca(_) => {
-                S::INTERNAL_SERVER_ERROR
-            }
+            ControlError::HostGuard(_)
+            | ControlError::Io { .. }
+            | ControlError::Ca(_)
+            | ControlError::NotRoot { .. } => S::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -3,13 +3,14 @@
 //! The queue lives on the bottle's named volume (`supervise-queue`, mounted at
 //! `/run/supervise/queue` in the sidecars container). The control plane does not open the
 //! volume from the host: it runs the image's own `sidecars supervise-ctl` inside the sidecars
-//! container through [`Runtime::exec`](crate::runtime::Runtime::exec). Why:
+//! container through [`Runtime::exec`](crate::runtime::Runtime::exec), as supervise's own uid
+//! ([`bottle_spec::Daemon::Supervise`]`.user()`): the queue is supervise's, mode `0700`, and
+//! nobody in the container holds `CAP_DAC_OVERRIDE`. Why not from the host:
 //!
 //! - it works for every backend (compose CLI, Engine API, a remote Docker host, Kubernetes),
 //!   where the volume's host path is unknown or not on this machine;
-//! - files are created by the container's uid 65534, like the daemon's own files (a root
-//!   control plane writing into the volume would leave root-owned files the daemon cannot
-//!   manage);
+//! - files are created by supervise's uid, like the daemon's own files (a root control plane
+//!   writing into the volume would leave root-owned files the daemon cannot manage);
 //! - the queue code that runs is the one in the bottle's image, so a control plane of another
 //!   version cannot disagree with the daemon about the on-disk layout.
 //!

@@ -2,29 +2,26 @@
 //! random and holds a private key), kept in the project directory, reused while it exists.
 //!
 //! ```text
-//! <project dir>/ca/            0700, owner = the control plane's user
-//!   ca.crt                     0644  → sidecars /etc/sidecars/ca/ca.crt, agent /etc/bot-bottle/ca.crt
-//!   ca.key                     0600 owned by 65534:65534 when we run as root (else 0644,
-//!                                    protected by the 0700 directory) → sidecars only
-//!   ca-bundle.crt              0644  host's public roots + ca.crt → agent /etc/bot-bottle/ca-bundle.crt
+//! <project dir>/
+//!   ca/                        0755
+//!     ca.crt                   0444  → sidecars (egress), agent /etc/bot-bottle/ca.crt
+//!     ca-bundle.crt            0444  host's public roots + ca.crt → agent /etc/bot-bottle/ca-bundle.crt
+//!   secrets/                   0700 root:root
+//!     ca.key                   0400 root:root → sidecars /run/secrets/bundle/ca.key only
 //! ```
 //!
-//! Why the key is owned by 65534: the sidecars container runs as 65534:65534 with all
-//! capabilities dropped, so egress can read a 0600 key only if it owns it. Root can chown; a
-//! non-root operator (rootless Docker, or a user in the `docker` group) cannot, so then the key
-//! is 0644 and the 0700 `ca/` directory keeps other host users out (a bind mount does not need
-//! the parent directory to be searchable by the container's user).
+//! Why the key is root's: in the sidecars container sidecar-init (uid 0 without
+//! `CAP_DAC_OVERRIDE`) is the only process that can open a `root:root 0400` file; it copies
+//! the key into egress's private credentials directory (docs/security.md). A key left by an
+//! older control plane at `ca/ca.key` is moved to `secrets/ca.key` (same CA: agents that
+//! pinned it keep working).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use bottle_compose::CaFiles;
 
 use crate::api::ControlError;
-
-/// The uid/gid the sidecars container runs as.
-pub const SIDECARS_UID: u32 = 65534;
+use crate::owners::{write_public, Owners, ROOT};
 
 /// Where hosts usually keep their public roots (Debian/Ubuntu/Alpine, Fedora/RHEL, macOS/BSD
 /// style); the first readable one goes into the agent's bundle.
@@ -34,6 +31,20 @@ pub const SYSTEM_ROOTS: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
+/// Where an older control plane kept the key (moved to [`CaFiles::key`] when found).
+pub const LEGACY_KEY: &str = "ca/ca.key";
+
+/// The CA files of a project directory as the control plane lays them out: certificate and
+/// bundle under `ca/`, the key with the other generated secrets under `secrets/`. What it
+/// passes to the renderer in `RenderOptions::ca`.
+pub fn files() -> CaFiles {
+    CaFiles {
+        cert: "./ca/ca.crt".to_string(),
+        key: format!("./{}", crate::secrets::CA_KEY_FILE),
+        bundle: "./ca/ca-bundle.crt".to_string(),
+    }
+}
+
 /// What [`ensure`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaOutcome {
@@ -42,8 +53,6 @@ pub struct CaOutcome {
     /// The public roots put into the bundle; `None` when no candidate was readable (then the
     /// bundle holds only the bottle CA, and non-intercepted HTTPS fails for tools that use it).
     pub system_roots: Option<PathBuf>,
-    /// The key is owned by 65534 with mode 0600 (false: 0644 inside the 0700 directory).
-    pub key_owned_by_sidecars: bool,
 }
 
 fn resolve(dir: &Path, rel: &str) -> PathBuf {
@@ -55,43 +64,39 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// Make sure the bottle in `dir` has a CA (generated only when the certificate or the key is
-/// missing, so it is stable across `up` re-runs) and rewrite the agent's bundle from the first
-/// readable file of `system_roots` plus the CA certificate.
+/// missing, so it is stable across `up` re-runs), the key `root:root 0400`, and rewrite the
+/// agent's bundle from the first readable file of `system_roots` plus the CA certificate.
 pub fn ensure(
     dir: &Path,
     files: &CaFiles,
     slug: &str,
     system_roots: &[PathBuf],
+    owners: &mut Owners,
 ) -> Result<CaOutcome, ControlError> {
     let cert = resolve(dir, &files.cert);
     let key = resolve(dir, &files.key);
     let bundle = resolve(dir, &files.bundle);
-    for parent in [&cert, &key, &bundle].iter().filter_map(|p| p.parent()) {
-        std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("cannot chmod", parent))?;
+    for parent in [&cert, &bundle].iter().filter_map(|p| p.parent()) {
+        crate::source::mkdir(parent)?;
+    }
+    if let Some(parent) = key.parent() {
+        owners.mkdir(parent, ROOT, 0o700)?;
+    }
+    let legacy = dir.join(LEGACY_KEY);
+    if key != legacy && !key.exists() && legacy.is_file() {
+        std::fs::rename(&legacy, &key).map_err(io("cannot move", &legacy))?;
     }
     let generated = !(cert.is_file() && key.is_file());
     if generated {
         let (cert_pem, key_pem) = egress::generate_ca(&format!("bot-bottle {slug} CA"))
             .map_err(|e| ControlError::Ca(e.to_string()))?;
-        write_private(&key, key_pem.as_bytes())?;
+        owners.write(&key, key_pem.as_bytes(), ROOT, 0o400)?;
         write_public(&cert, cert_pem.as_bytes())?;
+    } else {
+        owners.give(&key, ROOT, 0o400)?;
+        std::fs::set_permissions(&cert, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(io("cannot chmod", &cert))?;
     }
-    let key_owned_by_sidecars =
-        match std::os::unix::fs::chown(&key, Some(SIDECARS_UID), Some(SIDECARS_UID)) {
-            Ok(()) => {
-                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io("cannot chmod", &key))?;
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
-                    .map_err(io("cannot chmod", &key))?;
-                false
-            }
-            Err(e) => return Err(ControlError::io("cannot chown", &key, e)),
-        };
     let cert_pem = std::fs::read(&cert).map_err(io("cannot read", &cert))?;
     let mut contents = Vec::new();
     let mut used = None;
@@ -111,31 +116,7 @@ pub fn ensure(
     Ok(CaOutcome {
         generated,
         system_roots: used,
-        key_owned_by_sidecars,
     })
-}
-
-/// Write through a temp file created 0600, then rename: the key is never readable by others,
-/// not even while being written.
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), ControlError> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("cannot create", &tmp))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .map_err(io("cannot write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot rename", path))
-}
-
-fn write_public(path: &Path, contents: &[u8]) -> Result<(), ControlError> {
-    std::fs::write(path, contents).map_err(io("cannot write", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-        .map_err(io("cannot chmod", path))
 }
 
 #[cfg(test)]
@@ -156,25 +137,34 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nROOTS\n-----END CERTIFICATE-----",
         )
         .unwrap();
-        let files = CaFiles::default();
+        let files = files();
+        let mut owners = Owners::required();
         let missing = dir.path().join("missing.pem");
-        let first = ensure(dir.path(), &files, "demo", &[missing, roots.clone()]).unwrap();
+        let first = ensure(
+            dir.path(),
+            &files,
+            "demo",
+            &[missing, roots.clone()],
+            &mut owners,
+        )
+        .unwrap();
         assert!(first.generated);
         assert_eq!(first.system_roots.as_deref(), Some(roots.as_path()));
         let ca = dir.path().join("ca");
         let cert = std::fs::read_to_string(ca.join("ca.crt")).unwrap();
-        let key = std::fs::read_to_string(ca.join("ca.key")).unwrap();
+        let key_path = dir.path().join("secrets/ca.key");
+        let key = std::fs::read_to_string(&key_path).unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(key.contains("PRIVATE KEY"));
-        assert_eq!(mode(&ca), 0o700);
-        assert_eq!(mode(&ca.join("ca.crt")), 0o644);
-        let key_meta = std::fs::metadata(ca.join("ca.key")).unwrap();
-        if first.key_owned_by_sidecars {
-            assert_eq!((key_meta.uid(), key_meta.gid()), (65534, 65534));
-            assert_eq!(key_meta.mode() & 0o777, 0o600);
-        } else {
-            assert_eq!(key_meta.mode() & 0o777, 0o644);
-        }
+        assert_eq!(mode(&ca), 0o755);
+        assert_eq!(mode(&ca.join("ca.crt")), 0o444);
+        assert_eq!(mode(&ca.join("ca-bundle.crt")), 0o444);
+        assert!(!ca.join("ca.key").exists(), "no key beside the certificate");
+        let key_meta = std::fs::metadata(&key_path).unwrap();
+        assert_eq!((key_meta.uid(), key_meta.gid()), (0, 0));
+        assert_eq!(key_meta.mode() & 0o7777, 0o400);
+        let secrets = std::fs::metadata(dir.path().join("secrets")).unwrap();
+        assert_eq!((secrets.uid(), secrets.mode() & 0o7777), (0, 0o700));
         let bundle = std::fs::read_to_string(ca.join("ca-bundle.crt")).unwrap();
         assert!(bundle.starts_with(
             "-----BEGIN CERTIFICATE-----\nROOTS\n-----END CERTIFICATE-----\n# bot-bottle demo CA\n"
@@ -182,19 +172,19 @@ mod tests {
         assert!(bundle.ends_with(&cert));
 
         // Stable across re-runs: same certificate and key; the bundle follows the roots.
-        let second = ensure(dir.path(), &files, "demo", &[]).unwrap();
+        let second = ensure(dir.path(), &files, "demo", &[], &mut owners).unwrap();
         assert!(!second.generated);
         assert_eq!(second.system_roots, None);
         assert_eq!(std::fs::read_to_string(ca.join("ca.crt")).unwrap(), cert);
-        assert_eq!(std::fs::read_to_string(ca.join("ca.key")).unwrap(), key);
+        assert_eq!(std::fs::read_to_string(&key_path).unwrap(), key);
         assert_eq!(
             std::fs::read_to_string(ca.join("ca-bundle.crt")).unwrap(),
             format!("# bot-bottle demo CA\n{cert}")
         );
 
         // A lost key means a new CA (a certificate without its key is useless).
-        std::fs::remove_file(ca.join("ca.key")).unwrap();
-        let third = ensure(dir.path(), &files, "demo", &[]).unwrap();
+        std::fs::remove_file(&key_path).unwrap();
+        let third = ensure(dir.path(), &files, "demo", &[], &mut owners).unwrap();
         assert!(third.generated);
         assert_ne!(std::fs::read_to_string(ca.join("ca.crt")).unwrap(), cert);
     }
@@ -202,9 +192,33 @@ mod tests {
     #[test]
     fn the_generated_ca_loads_in_egress() {
         let dir = tempfile::tempdir().unwrap();
-        ensure(dir.path(), &CaFiles::default(), "demo", &[]).unwrap();
+        ensure(dir.path(), &files(), "demo", &[], &mut Owners::required()).unwrap();
         let cert = std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
-        let key = std::fs::read_to_string(dir.path().join("ca/ca.key")).unwrap();
+        let key = std::fs::read_to_string(dir.path().join("secrets/ca.key")).unwrap();
         egress::ca::Ca::load(&cert, &key).expect("egress accepts the CA");
+    }
+
+    #[test]
+    fn a_key_at_the_old_place_is_moved_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = CaFiles {
+            cert: "./ca/ca.crt".into(),
+            key: "./ca/ca.key".into(),
+            bundle: "./ca/ca-bundle.crt".into(),
+        };
+        let mut owners = Owners::required();
+        assert!(
+            ensure(dir.path(), &old, "demo", &[], &mut owners)
+                .unwrap()
+                .generated
+        );
+        let key = std::fs::read(dir.path().join("ca/ca.key")).unwrap();
+        let again = ensure(dir.path(), &files(), "demo", &[], &mut owners).unwrap();
+        assert!(!again.generated, "the same CA");
+        assert_eq!(
+            std::fs::read(dir.path().join("secrets/ca.key")).unwrap(),
+            key
+        );
+        assert!(!dir.path().join("ca/ca.key").exists());
     }
 }

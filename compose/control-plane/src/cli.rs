@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::api::{ControlError, UpReport};
 use crate::approvals::{self, Answer, Op};
 use crate::core::Controller;
+use crate::packs::InstallFlags;
 use crate::runtime::{LogOptions, Runtime, Stream};
 use crate::source::Source;
 
@@ -218,7 +219,7 @@ pub struct LogsArgs {
     pub tail: Option<u64>,
 }
 
-/// Install, list and call command packs of a running bottle.
+/// Install, list, call and remove command packs of a running bottle.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "packs")]
 pub struct PacksArgs {
@@ -237,9 +238,12 @@ pub enum PacksCommand {
     List(PacksList),
     /// `packs call`
     Call(PacksCall),
+    /// `packs rm`
+    Rm(PacksRm),
 }
 
-/// Install a pack directory (with its pack.json) into a bottle's pack-exec.
+/// Install a pack directory (with its pack.json) into a bottle's pack-exec (through its
+/// operator listener, with the bottle's operator token).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "install")]
 pub struct PacksInstall {
@@ -249,6 +253,24 @@ pub struct PacksInstall {
     /// the pack directory
     #[argh(positional)]
     pub dir: PathBuf,
+    /// install the pack even without a valid signature
+    #[argh(switch)]
+    pub allow_unsigned: bool,
+    /// let the pack replace a pack of the same name shipped in the image
+    #[argh(switch)]
+    pub replace_shipped: bool,
+}
+
+/// Remove an installed pack from a bottle's pack-exec (through its operator listener).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rm")]
+pub struct PacksRm {
+    /// the bottle's slug
+    #[argh(positional)]
+    pub slug: String,
+    /// the pack's name, e.g. cmd.upper
+    #[argh(positional)]
+    pub name: String,
 }
 
 /// List the packs of a bottle's pack-exec (JSON).
@@ -290,7 +312,9 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
         Command::Render(args) => {
             let rendered = ctl.render(Source::File(args.manifest))?;
             if let Some(dir) = &args.out {
-                ctl.write(&rendered, dir)?;
+                for note in ctl.write(&rendered, dir)? {
+                    eprintln!("note: {note}");
+                }
             }
             print(&mut out, rendered.yaml.as_bytes());
         }
@@ -371,9 +395,25 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
         Command::Packs(PacksArgs { command }) => match command {
             PacksCommand::List(a) => print_answer(&mut out, &ctl.packs_list(&a.slug).await?),
             PacksCommand::Install(a) => {
-                let (name, answer) = ctl.packs_install(&a.slug, &a.dir).await?;
-                eprintln!("installed {name} into bottle {}", a.slug);
-                print_answer(&mut out, &answer);
+                let flags = InstallFlags {
+                    allow_unsigned: a.allow_unsigned,
+                    replace_shipped: a.replace_shipped,
+                };
+                let (name, answer) = ctl.packs_install(&a.slug, &a.dir, flags).await?;
+                let verb = if answer.status == 201 {
+                    "installed"
+                } else {
+                    "replaced"
+                };
+                eprintln!("{verb} {name} in bottle {}", a.slug);
+                print_answer(&mut out, &answer.body);
+            }
+            PacksCommand::Rm(a) => {
+                let answer = ctl.packs_delete(&a.slug, &a.name).await?;
+                eprintln!("removed {} from bottle {}", a.name, a.slug);
+                if !answer.body.is_empty() {
+                    print_answer(&mut out, &answer.body);
+                }
             }
             PacksCommand::Call(a) => {
                 let input = call_input(a.input, a.stdin)?;

@@ -13,12 +13,15 @@ use bottle_compose::{render, Bundle, Daemon, RenderOptions};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use bottle_spec::Subnet;
+
 use crate::api::{BottleState, BottleSummary, ControlError, DownReport, Endpoint, UpReport};
 use crate::approvals::{self, Answer, Op};
 use crate::host_guard::Mode as HostGuardMode;
 use crate::logs;
-use crate::packs::PackClient;
-use crate::project::write_project;
+use crate::owners::Owners;
+use crate::packs::{InstallFlags, PackAnswer, PackClient};
+use crate::project::{check_bind_sources, write_project};
 use crate::runtime::{FoundBottle, LogLine, LogOptions, Runtime, RuntimeError};
 use crate::source::{Loaded, Source};
 use crate::state::{BottleRecord, StateDir};
@@ -38,16 +41,62 @@ pub struct Settings {
     pub system_roots: Vec<PathBuf>,
     /// The host guard's firewall layer (`BOT_BOTTLE_HOST_GUARD`, default auto).
     pub host_guard: crate::host_guard::Mode,
+    /// Where bottles' agent networks are carved from (`BOT_BOTTLE_SUBNET_POOL`, default
+    /// [`bottle_spec::DEFAULT_SUBNET_POOL`]).
+    pub subnet_pool: Subnet,
+}
+
+/// The renderer options of the control plane's project layout: the CA key and pack-exec's
+/// operator token under `secrets/` (see [`crate::secrets`]).
+pub fn render_options() -> RenderOptions {
+    RenderOptions {
+        ca: crate::ca::files(),
+        pack_exec_operator_token: format!("./{}", crate::secrets::OPERATOR_TOKEN_FILE),
+        ..RenderOptions::default()
+    }
+}
+
+/// `BOT_BOTTLE_SUBNET_POOL`: unset or empty is the default pool; anything else must be an
+/// IPv4 subnet (`10.213.0.0/16`) large enough for one bottle's /28.
+pub fn subnet_pool(value: Option<&str>) -> Result<Subnet, ControlError> {
+    let Some(text) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(bottle_spec::DEFAULT_SUBNET_POOL);
+    };
+    let pool = Subnet::parse(text)
+        .map_err(|e| ControlError::Usage(format!("BOT_BOTTLE_SUBNET_POOL: {e}")))?;
+    if pool.prefix > bottle_spec::BOTTLE_SUBNET_PREFIX {
+        return Err(ControlError::Usage(format!(
+            "BOT_BOTTLE_SUBNET_POOL: {pool} is smaller than one bottle's /{} network",
+            bottle_spec::BOTTLE_SUBNET_PREFIX
+        )));
+    }
+    Ok(pool)
+}
+
+/// The agent network's subnet for `project`: the one it has (`kept`, from its state record)
+/// unless another network overlaps it now, else [`Subnet::for_project`] in `pool` avoiding
+/// `taken` (every other network's subnets). A full pool is [`ControlError::NoSubnet`].
+pub fn choose_subnet(
+    pool: Subnet,
+    project: &str,
+    kept: Option<Subnet>,
+    taken: &[Subnet],
+) -> Result<Subnet, ControlError> {
+    if let Some(kept) = kept.filter(|k| !taken.iter().any(|t| t.overlaps(*k))) {
+        return Ok(kept);
+    }
+    Subnet::for_project(pool, project, taken).ok_or(ControlError::NoSubnet { pool })
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            render: RenderOptions::default(),
+            render: render_options(),
             up_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(120),
             system_roots: crate::ca::SYSTEM_ROOTS.iter().map(PathBuf::from).collect(),
             host_guard: crate::host_guard::Mode::Auto,
+            subnet_pool: bottle_spec::DEFAULT_SUBNET_POOL,
         }
     }
 }
@@ -124,10 +173,26 @@ impl<R: Runtime> Controller<R> {
         &self.state
     }
 
-    /// Load and render a manifest (pure apart from reading the manifest).
+    /// Load and render a manifest (pure apart from reading the manifest). Without Docker to
+    /// ask which subnets are taken, the agent network gets the pool's hash choice for the
+    /// project (what `up` picks too unless that one is in use).
     pub fn render(&self, source: Source) -> Result<Rendered, ControlError> {
         let loaded = source.load()?;
-        let bundle = render(&loaded.manifest, &self.settings.render)?;
+        let project = bottle_compose::render::project_name(
+            &self.settings.render.prefix,
+            &loaded.manifest.slug,
+        );
+        let subnet = choose_subnet(self.settings.subnet_pool, &project, None, &[])?;
+        self.render_loaded(loaded, subnet)
+    }
+
+    /// Render a loaded manifest with the agent network on `subnet`.
+    fn render_loaded(&self, loaded: Loaded, subnet: Subnet) -> Result<Rendered, ControlError> {
+        let opts = RenderOptions {
+            internal_subnet: Some(subnet),
+            ..self.settings.render.clone()
+        };
+        let bundle = render(&loaded.manifest, &opts)?;
         let yaml = bottle_compose::to_yaml(&bundle.project)
             .map_err(|e| RuntimeError::Model(e.to_string()))?;
         Ok(Rendered {
@@ -137,15 +202,50 @@ impl<R: Runtime> Controller<R> {
         })
     }
 
-    /// Write a rendered bottle (compose file, configs, packs, and the CA when egress is on, so
-    /// the directory runs by hand too) into `dir`.
-    pub fn write(&self, rendered: &Rendered, dir: &Path) -> Result<(), ControlError> {
-        write_project(&rendered.bundle, &rendered.loaded, dir)?;
-        if let Some(ca) = &rendered.bundle.ca {
-            crate::ca::ensure(dir, ca, &rendered.bundle.slug, &self.settings.system_roots)?;
-        }
+    /// Write a rendered bottle (compose file, configs, packs, and the CA and operator token
+    /// when egress / pack-exec are on, so the directory runs by hand too) into `dir`. Owners
+    /// are applied where permitted (`render` needs no root); the notes say where they were
+    /// not.
+    pub fn write(&self, rendered: &Rendered, dir: &Path) -> Result<Vec<String>, ControlError> {
+        let mut owners = Owners::best_effort();
+        self.write_dir(rendered, dir, &mut owners)?;
         let path = dir.join(crate::runtime::compose_cli::COMPOSE_FILE);
-        crate::source::write_file(&path, rendered.yaml.as_bytes(), 0o644)
+        crate::source::write_file(&path, rendered.yaml.as_bytes(), 0o644)?;
+        Ok(owners.note().into_iter().collect())
+    }
+
+    /// The project directory's files (not the compose file): configs, packs, the generated
+    /// secrets and the CA. Returns notes (a CA was generated, no system roots).
+    fn write_dir(
+        &self,
+        rendered: &Rendered,
+        dir: &Path,
+        owners: &mut Owners,
+    ) -> Result<Vec<String>, ControlError> {
+        let bundle = &rendered.bundle;
+        let mut notes = Vec::new();
+        write_project(bundle, &rendered.loaded, dir, owners)?;
+        if bundle.pack_exec_operator_token.is_some() {
+            crate::secrets::ensure_operator_token(dir, owners)?;
+        }
+        if let Some(ca) = &bundle.ca {
+            let outcome =
+                crate::ca::ensure(dir, ca, &bundle.slug, &self.settings.system_roots, owners)?;
+            if outcome.generated {
+                notes.push(format!(
+                    "generated the bottle CA {}",
+                    dir.join(ca.cert.trim_start_matches("./")).display()
+                ));
+            }
+            if outcome.system_roots.is_none() {
+                notes.push(
+                    "no system CA bundle found on this host: the agent's bundle holds only the bottle CA, so HTTPS to hosts egress does not intercept fails for tools using SSL_CERT_FILE (set BOT_BOTTLE_SYSTEM_ROOTS)"
+                        .to_string(),
+                );
+            }
+        }
+        check_bind_sources(bundle, dir)?;
+        Ok(notes)
     }
 
     /// Render, write the project dir, start the bottle and wait until it is healthy. An
@@ -190,25 +290,26 @@ impl<R: Runtime> Controller<R> {
     async fn up_rendered(&self, rendered: Rendered) -> Result<UpReport, ControlError> {
         let slug = rendered.bundle.slug.clone();
         let dir = self.state.bottle_dir(&slug);
-        check_credentials(&rendered.bundle)?;
-        let mut notes = Vec::new();
-        write_project(&rendered.bundle, &rendered.loaded, &dir)?;
-        if let Some(ca) = &rendered.bundle.ca {
-            let outcome = crate::ca::ensure(&dir, ca, &slug, &self.settings.system_roots)?;
-            if outcome.generated {
-                notes.push(format!(
-                    "generated the bottle CA {}",
-                    dir.join(ca.cert.trim_start_matches("./")).display()
-                ));
-            }
-            if outcome.system_roots.is_none() {
-                notes.push(
-                    "no system CA bundle found on this host: the agent's bundle holds only the bottle CA, so HTTPS to hosts egress does not intercept fails for tools using SSL_CERT_FILE (set BOT_BOTTLE_SYSTEM_ROOTS)"
-                        .to_string(),
-                );
-            }
-        }
-        notes.extend(credential_notes(&rendered.bundle));
+        // Before anything is asked of Docker, written or started.
+        crate::credentials::check(
+            rendered
+                .bundle
+                .credentials
+                .iter()
+                .map(|c| (c.name.as_str(), c.host_path.as_str())),
+        )?;
+        // The agent network's subnet: kept from the record, else a free one of the pool.
+        let project = rendered.bundle.project.name.clone();
+        let taken = self.runtime.network_subnets(&project).await?;
+        let kept = self.state.record(&slug)?.and_then(|r| r.subnet);
+        let subnet = choose_subnet(self.settings.subnet_pool, &project, kept, &taken)?;
+        let rendered = if rendered.bundle.internal_subnet == subnet {
+            rendered
+        } else {
+            self.render_loaded(rendered.loaded, subnet)?
+        };
+        let mut owners = Owners::required();
+        let mut notes = self.write_dir(&rendered, &dir, &mut owners)?;
         // Every backend gets the same file on disk: what `GET …/compose.yaml` serves and what
         // an operator can run `docker compose -f` on by hand.
         crate::source::write_file(
@@ -224,6 +325,7 @@ impl<R: Runtime> Controller<R> {
                 .iter()
                 .map(|d| d.name().to_string())
                 .collect(),
+            subnet: Some(subnet),
         };
         self.state.save(&record)?;
         // Before compose creates the network: no window in which the agent reaches the host.
@@ -393,6 +495,7 @@ impl<R: Runtime> Controller<R> {
                 project: b.project.clone(),
                 source: FOUND_IN_RUNTIME.to_string(),
                 daemons: Vec::new(),
+                subnet: None,
             })
             .collect()
     }
@@ -412,7 +515,12 @@ impl<R: Runtime> Controller<R> {
             (None, Some("the bottle has no containers".to_string()))
         } else {
             let argv = [INIT_PATH, "status", "--json"].map(String::from);
-            match self.runtime.exec(&record.project, SIDECARS, &argv).await {
+            // As the container's user (root): init's control socket is root's.
+            match self
+                .runtime
+                .exec(&record.project, SIDECARS, &argv, None)
+                .await
+            {
                 Ok(out) if out.code == 0 => match serde_json::from_slice(&out.stdout) {
                     Ok(v) => (Some(v), None),
                     Err(e) => (None, Some(format!("unreadable sidecar-init status: {e}"))),
@@ -512,19 +620,64 @@ impl<R: Runtime> Controller<R> {
         self.pack_exec(slug).await?.list().await
     }
 
-    /// `packs install`.
+    /// The bottle's pack-exec operator listener (install, delete): its published port and
+    /// the bottle's operator token from the project directory.
+    pub async fn pack_operator(&self, slug: &str) -> Result<PackClient, ControlError> {
+        let record = self.known(slug).await?;
+        let port = bottle_spec::PACK_EXEC_OPERATOR_PORT;
+        let addr = self
+            .runtime
+            .published_port(&record.project, SIDECARS, port)
+            .await?
+            .ok_or_else(|| {
+                RuntimeError::Unhealthy(format!(
+                    "bottle {slug} has no published pack-exec operator port {port} (is it up, with pack-exec enabled?)"
+                ))
+            })?;
+        let token = crate::secrets::operator_token(&self.state.bottle_dir(slug))?;
+        Ok(PackClient::operator(
+            addr,
+            token,
+            self.settings.request_timeout,
+        ))
+    }
+
+    /// `packs install`: the directory as a tar.gz to the operator listener.
     pub async fn packs_install(
         &self,
         slug: &str,
         dir: &Path,
-    ) -> Result<(String, Bytes), ControlError> {
+        flags: InstallFlags,
+    ) -> Result<(String, PackAnswer), ControlError> {
         if !dir.is_dir() {
             return Err(ControlError::Usage(format!(
                 "{} is not a directory",
                 dir.display()
             )));
         }
-        self.pack_exec(slug).await?.install(dir).await
+        crate::packs::pack_name(dir)?;
+        self.pack_operator(slug).await?.install(dir, flags).await
+    }
+
+    /// `PUT /v1/bottles/{slug}/packs/{name}`: an archive the client sent, as it is.
+    pub async fn packs_install_archive(
+        &self,
+        slug: &str,
+        name: &str,
+        archive: Bytes,
+        flags: InstallFlags,
+    ) -> Result<PackAnswer, ControlError> {
+        crate::packs::check_name(name)?;
+        self.pack_operator(slug)
+            .await?
+            .install_archive(name, archive, flags)
+            .await
+    }
+
+    /// `packs rm` / `DELETE /v1/bottles/{slug}/packs/{name}`.
+    pub async fn packs_delete(&self, slug: &str, name: &str) -> Result<PackAnswer, ControlError> {
+        crate::packs::check_name(name)?;
+        self.pack_operator(slug).await?.delete(name).await
     }
 
     /// `approvals list|show|approve|deny`: runs `supervise-ctl` in the bottle's sidecars
@@ -537,11 +690,18 @@ impl<R: Runtime> Controller<R> {
                 "bottle {slug} does not run supervise (add it to `daemons`)"
             )));
         }
+        // As supervise's uid: its queue is its own (0700) and nobody in the container holds
+        // CAP_DAC_OVERRIDE.
+        let user = Daemon::Supervise.user();
         let run = |op: Op| {
             let project = record.project.clone();
+            let user = user.clone();
             async move {
                 let argv = op.argv();
-                let out = self.runtime.exec(&project, SIDECARS, &argv).await?;
+                let out = self
+                    .runtime
+                    .exec(&project, SIDECARS, &argv, Some(&user))
+                    .await?;
                 approvals::check_exit(&argv, &out)?;
                 Ok::<_, ControlError>((argv, out.stdout))
             }
@@ -601,45 +761,67 @@ fn endpoints(daemons: &[String], bottle: &BottleSummary) -> Vec<Endpoint> {
         .collect()
 }
 
-/// Every credential file must exist and be a regular file before compose runs: a missing bind
-/// source would otherwise be created as an empty directory by Docker (v1 short syntax) or fail
-/// late with a less helpful message. Contents are never read.
-fn check_credentials(bundle: &Bundle) -> Result<(), ControlError> {
-    for c in &bundle.credentials {
-        let err = |message: String| ControlError::Credential {
-            name: c.name.clone(),
-            path: c.host_path.clone(),
-            message,
-        };
-        match std::fs::metadata(&c.host_path) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => return Err(err("is not a regular file".into())),
-            Err(e) => return Err(err(e.to_string())),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Subnet {
+        Subnet::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_pool_comes_from_the_variable_or_is_the_default() {
+        assert_eq!(subnet_pool(None).unwrap(), bottle_spec::DEFAULT_SUBNET_POOL);
+        assert_eq!(
+            subnet_pool(Some(" ")).unwrap(),
+            bottle_spec::DEFAULT_SUBNET_POOL
+        );
+        assert_eq!(
+            subnet_pool(Some("10.50.0.0/20")).unwrap(),
+            s("10.50.0.0/20")
+        );
+        assert_eq!(
+            subnet_pool(Some("10.50.0.0/28")).unwrap(),
+            s("10.50.0.0/28")
+        );
+        for bad in ["10.50.0.1/20", "10.50.0.0", "fd00::/64", "10.50.0.0/29"] {
+            let err = subnet_pool(Some(bad)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(
+                err.to_string().starts_with("BOT_BOTTLE_SUBNET_POOL: "),
+                "{err}"
+            );
         }
     }
-    Ok(())
-}
 
-/// Notes for credential files the sidecars user (65534) probably cannot read: neither
-/// world-readable nor owned by / group-readable for 65534.
-fn credential_notes(bundle: &Bundle) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let uid = crate::ca::SIDECARS_UID;
-    bundle
-        .credentials
-        .iter()
-        .filter_map(|c| {
-            let meta = std::fs::metadata(&c.host_path).ok()?;
-            let mode = meta.mode();
-            let readable = mode & 0o004 != 0
-                || (meta.uid() == uid && mode & 0o400 != 0)
-                || (meta.gid() == uid && mode & 0o040 != 0);
-            (!readable).then(|| {
-                format!(
-                    "credentials.{}: {} is not readable by uid 65534 (the sidecars user): chown it to 65534 or make it group-readable by gid 65534",
-                    c.name, c.host_path
-                )
-            })
-        })
-        .collect()
+    #[test]
+    fn a_subnet_is_kept_while_free_else_the_next_free_slot() {
+        let pool = s("10.9.0.0/26");
+        let hashed = Subnet::for_project(pool, "p", &[]).unwrap();
+        assert_eq!(choose_subnet(pool, "p", None, &[]).unwrap(), hashed);
+        let next = choose_subnet(pool, "p", None, &[hashed]).unwrap();
+        assert_eq!(next, Subnet::for_project(pool, "p", &[hashed]).unwrap());
+        assert_ne!(next, hashed);
+        // Kept even when the hash slot is free again, and even outside a changed pool.
+        assert_eq!(choose_subnet(pool, "p", Some(next), &[]).unwrap(), next);
+        let elsewhere = s("172.30.0.16/28");
+        assert_eq!(
+            choose_subnet(pool, "p", Some(elsewhere), &[]).unwrap(),
+            elsewhere
+        );
+        // A kept subnet someone else holds now is given up.
+        assert_eq!(
+            choose_subnet(pool, "p", Some(next), &[next]).unwrap(),
+            hashed
+        );
+        // Nothing left: the error names the pool and the variable.
+        let err = choose_subnet(pool, "p", None, &[s("10.9.0.0/24")]).unwrap_err();
+        assert!(matches!(err, ControlError::NoSubnet { .. }));
+        let text = err.to_string();
+        assert!(
+            text.contains("BOT_BOTTLE_SUBNET_POOL=10.9.0.0/26"),
+            "{text}"
+        );
+        assert_eq!(err.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

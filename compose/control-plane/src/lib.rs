@@ -12,9 +12,12 @@
 //! | [`source`] | where a manifest and its packs come from (a file, or the embedded example) |
 //! | [`project`] | writing a rendered bottle into its project directory |
 //! | [`logs`] | picking one daemon's lines from the sidecars container's output |
-//! | [`packs`] | HTTP client for a bottle's pack-exec, pack archives |
+//! | [`packs`] | HTTP client for a bottle's pack-exec (agent and operator listeners), pack archives |
 //! | [`host_guard`] | the firewall rule that keeps the agent from services on the host |
-//! | [`ca`] | the bottle's CA (egress): generated once, key readable by the sidecars user only, the agent's bundle |
+//! | [`ca`] | the bottle's CA (egress): generated once, key `root:root 0400` under `secrets/`, the agent's bundle |
+//! | [`secrets`] | the secrets the control plane generates (pack-exec's operator token), under `secrets/` |
+//! | [`owners`] | who owns each file of the project directory (each daemon its config, root the secrets) |
+//! | [`credentials`] | the operator's credential files, checked at `up` (root-owned, no group/other bits) |
 //! | [`approvals`] | supervise's approval queue, through `supervise-ctl` in the sidecars container |
 //! | [`server`] | `serve`: the HTTP API over the same controller (routes, bearer auth) |
 //! | [`cli`] | argh definitions and output formatting |
@@ -26,11 +29,14 @@ pub mod approvals;
 pub mod ca;
 pub mod cli;
 pub mod core;
+pub mod credentials;
 pub mod host_guard;
 pub mod logs;
+pub mod owners;
 pub mod packs;
 pub mod project;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod source;
 pub mod state;

@@ -68,8 +68,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| bottle_compose::render::DEFAULT_PREFIX.to_string()),
             sidecar_image: env("BOT_BOTTLE_SIDECAR_IMAGE").filter(|i| !i.is_empty()),
-            ..RenderOptions::default()
+            ..control_plane::core::render_options()
         },
+        subnet_pool: control_plane::core::subnet_pool(env("BOT_BOTTLE_SUBNET_POOL").as_deref())?,
         ..Settings::default()
     };
     settings.host_guard =

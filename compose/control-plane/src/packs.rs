@@ -1,32 +1,97 @@
-//! Talking to a bottle's pack-exec from the host, through its port published on 127.0.0.1:
-//! list packs, install a pack directory (sent as a tar.gz), call a pack. Plain HTTP/1.1 over
-//! loopback with hyper-util's client; no TLS involved.
+//! Talking to a bottle's pack-exec from the host, through its ports published on 127.0.0.1.
+//! Plain HTTP/1.1 over loopback with hyper-util's client; no TLS involved.
+//!
+//! - the agent listener (`:9000`): list packs, call a pack — what the agent may do too;
+//! - the operator listener ([`bottle_spec::PACK_EXEC_OPERATOR_PORT`], bound only on the
+//!   egress network, never on the agent's): install (a directory sent as a tar.gz) and delete,
+//!   each with `Authorization: Bearer <the bottle's operator token>` (see [`crate::secrets`]).
+//!   The agent listener refuses both (403 `forbidden`). The token is never logged: it is held
+//!   in an [`OperatorToken`] whose `Debug` hides it, and no error message carries a header.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::api::ControlError;
+use crate::secrets::OperatorToken;
 
 /// The pack manifest file inside a pack directory.
 pub const PACK_MANIFEST: &str = "pack.json";
 
-/// A client for one bottle's pack-exec.
+/// Flags of an install (pack-exec's query parameters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstallFlags {
+    /// `allow_unsigned=true`: install a pack without a valid signature.
+    pub allow_unsigned: bool,
+    /// `replace_shipped=true`: an installed pack may override a pack shipped in the image.
+    pub replace_shipped: bool,
+}
+
+impl InstallFlags {
+    /// The query string (with its `?`), empty when no flag is set.
+    pub fn query(self) -> String {
+        let mut flags = Vec::new();
+        if self.allow_unsigned {
+            flags.push("allow_unsigned=true");
+        }
+        if self.replace_shipped {
+            flags.push("replace_shipped=true");
+        }
+        if flags.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", flags.join("&"))
+        }
+    }
+}
+
+/// pack-exec's answer to an operator request, relayed as it is (status and body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackAnswer {
+    /// HTTP status (`201` new install, `200` replaced, `204` deleted).
+    pub status: u16,
+    /// The body (the pack's summary; empty for a delete).
+    pub body: Bytes,
+}
+
+/// A client for one listener of one bottle's pack-exec.
+#[derive(Debug)]
 pub struct PackClient {
     addr: SocketAddr,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` (the operator listener).
+    token: Option<OperatorToken>,
 }
 
 impl PackClient {
-    /// A client for pack-exec published at `addr`; each request is bounded by `timeout`.
+    /// A client for pack-exec's agent listener published at `addr`; each request is bounded
+    /// by `timeout`.
     pub fn new(addr: SocketAddr, timeout: Duration) -> PackClient {
-        PackClient { addr, timeout }
+        PackClient {
+            addr,
+            timeout,
+            token: None,
+        }
+    }
+
+    /// A client for pack-exec's operator listener published at `addr`, sending `token`.
+    pub fn operator(addr: SocketAddr, token: OperatorToken, timeout: Duration) -> PackClient {
+        PackClient {
+            addr,
+            timeout,
+            token: Some(token),
+        }
+    }
+
+    /// Where the client sends its requests.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Send one request; a non-2xx answer is a [`ControlError::Daemon`] with the body.
@@ -37,16 +102,37 @@ impl PackClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<Bytes, ControlError> {
+        self.send(method, path, content_type, body)
+            .await
+            .map(|a| a.body)
+    }
+
+    /// Send one request; the status of a 2xx answer is kept, anything else is a
+    /// [`ControlError::Daemon`] with the body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<PackAnswer, ControlError> {
         let unreachable = |message: String| ControlError::Unreachable {
             daemon: "pack-exec".into(),
             addr: self.addr.to_string(),
             message,
         };
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr))
-            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_TYPE, content_type);
+        if let Some(token) = &self.token {
+            let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| unreachable("the operator token is not a header value".into()))?;
+            value.set_sensitive(true);
+            req = req.header(http::header::AUTHORIZATION, value);
+        }
+        let req = req
             .body(Full::new(body))
             .map_err(|e| unreachable(e.to_string()))?;
         let fut = async {
@@ -67,7 +153,18 @@ impl PackClient {
             .await
             .map_err(|_| unreachable(format!("no answer within {} s", self.timeout.as_secs())))??;
         if status.is_success() {
-            Ok(body)
+            Ok(PackAnswer {
+                status: status.as_u16(),
+                body,
+            })
+        } else if status == StatusCode::UNAUTHORIZED && self.token.is_some() {
+            // Not the API client's token: ours, as the running pack-exec sees it. A 401 relayed
+            // as it is would tell an API client its own bearer token is wrong.
+            Err(ControlError::OperatorToken(format!(
+                "pack-exec's operator listener at {} refused the bottle's operator token ({}): the running bottle holds another one; `control-plane up` the bottle again to restart it with the token in its project directory",
+                self.addr,
+                String::from_utf8_lossy(&body).trim()
+            )))
         } else {
             Err(ControlError::Daemon {
                 daemon: "pack-exec".into(),
@@ -85,18 +182,46 @@ impl PackClient {
 
     /// `PUT /v1/packs/{name}` with the directory as a tar.gz; the name comes from its
     /// `pack.json`.
-    pub async fn install(&self, dir: &Path) -> Result<(String, Bytes), ControlError> {
+    pub async fn install(
+        &self,
+        dir: &Path,
+        flags: InstallFlags,
+    ) -> Result<(String, PackAnswer), ControlError> {
         let name = pack_name(dir)?;
         let archive = tar_gz(dir)?;
         let answer = self
-            .request(
-                Method::PUT,
-                &format!("/v1/packs/{name}"),
-                "application/gzip",
-                Bytes::from(archive),
-            )
+            .install_archive(&name, Bytes::from(archive), flags)
             .await?;
         Ok((name, answer))
+    }
+
+    /// `PUT /v1/packs/{name}` with a tar or tar.gz the caller already has (the API's body).
+    pub async fn install_archive(
+        &self,
+        name: &str,
+        archive: Bytes,
+        flags: InstallFlags,
+    ) -> Result<PackAnswer, ControlError> {
+        check_name(name)?;
+        self.send(
+            Method::PUT,
+            &format!("/v1/packs/{name}{}", flags.query()),
+            "application/gzip",
+            archive,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/packs/{name}`.
+    pub async fn delete(&self, name: &str) -> Result<PackAnswer, ControlError> {
+        check_name(name)?;
+        self.send(
+            Method::DELETE,
+            &format!("/v1/packs/{name}"),
+            "application/json",
+            Bytes::new(),
+        )
+        .await
     }
 
     /// `POST /v1/packs/{name}` with the input JSON.
@@ -111,17 +236,38 @@ impl PackClient {
     }
 }
 
+/// A pack name goes into a URL path: only the characters pack names are made of (pack-exec
+/// checks the full rule, `^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$`), so no `/`, `?` or `%` can
+/// change which request is sent.
+pub fn check_name(name: &str) -> Result<(), ControlError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::Usage(format!(
+            "{name:?} is not a pack name (like cmd.upper)"
+        )))
+    }
+}
+
 /// The `name` of the pack in `dir` (from its `pack.json`).
 pub fn pack_name(dir: &Path) -> Result<String, ControlError> {
     let path = dir.join(PACK_MANIFEST);
     let text = std::fs::read(&path).map_err(|e| ControlError::io("cannot read", &path, e))?;
     let value: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| ControlError::Usage(format!("{}: not JSON: {e}", path.display())))?;
-    value
+    let name = value
         .get("name")
         .and_then(|n| n.as_str())
         .map(String::from)
-        .ok_or_else(|| ControlError::Usage(format!("{}: no string `name`", path.display())))
+        .ok_or_else(|| ControlError::Usage(format!("{}: no string `name`", path.display())))?;
+    check_name(&name)?;
+    Ok(name)
 }
 
 /// The directory's contents as a tar.gz (paths relative to the directory, modes kept).
@@ -158,6 +304,39 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["handler.sh", "pack.json"]);
+    }
+
+    #[test]
+    fn flags_become_pack_execs_query_and_names_stay_in_their_segment() {
+        assert_eq!(InstallFlags::default().query(), "");
+        assert_eq!(
+            InstallFlags {
+                allow_unsigned: true,
+                replace_shipped: true
+            }
+            .query(),
+            "?allow_unsigned=true&replace_shipped=true"
+        );
+        assert_eq!(
+            InstallFlags {
+                replace_shipped: true,
+                ..Default::default()
+            }
+            .query(),
+            "?replace_shipped=true"
+        );
+        check_name("cmd.upper").unwrap();
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "x?replace_shipped=true",
+            "%2e",
+            "A.B",
+            "../x y",
+        ] {
+            assert_eq!(check_name(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]

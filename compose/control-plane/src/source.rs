@@ -161,8 +161,10 @@ pub fn mkdir(dir: &Path) -> Result<(), ControlError> {
         .map_err(|e| ControlError::io("cannot chmod", dir, e))
 }
 
-/// Write a file with `mode` (group/other get read, and execute where the owner has it, so the
-/// containers' uid 65534 can use it whatever the umask).
+/// Write a world-readable file (group/other get read, and execute where the owner has it,
+/// whatever the umask): the packs, which pack-exec's and the handlers' uids read, and the
+/// files no container reads (the manifest copy, `compose.yaml`). Daemon configs and secrets
+/// go through [`crate::owners`] instead.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ControlError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, contents).map_err(|e| ControlError::io("cannot write", path, e))?;

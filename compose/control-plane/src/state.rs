@@ -6,8 +6,11 @@
 //!     ├── bottle.json        what the control plane knows: slug, project, containers, source
 //!     ├── manifest.toml|json the manifest as given
 //!     ├── compose.yaml, .env written at `up` (every runtime backend)
-//!     ├── config/*.json      init.json and each daemon's config (mounted read-only)
-//!     └── packs/<name>/      the manifest's packs (mounted read-only as pack-exec's packs_dir)
+//!     ├── config/*.json      init.json and each daemon's config (mounted read-only), each
+//!     │                      owned by the uid that reads it, 0400
+//!     ├── packs/<name>/      the manifest's packs (mounted read-only as pack-exec's packs_dir)
+//!     ├── ca/                the bottle CA's certificate and the agent's bundle (egress), 0444
+//!     └── secrets/           root:root 0700: ca.key, pack-exec-operator-token (0400)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +33,34 @@ pub struct BottleRecord {
     pub source: String,
     /// Enabled daemons, in order.
     pub daemons: Vec<String>,
+    /// The agent network's subnet chosen at the first `up` (kept by every re-`up`, so the
+    /// sidecars' fixed address does not move). `None` in records of older control planes and
+    /// of bottles found only by their labels.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "subnet_text")]
+    pub subnet: Option<bottle_spec::Subnet>,
+}
+
+/// A subnet as its text (`10.213.4.32/28`) in `bottle.json`.
+mod subnet_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        subnet: &Option<bottle_spec::Subnet>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match subnet {
+            Some(subnet) => s.collect_str(subnet),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<bottle_spec::Subnet>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| bottle_spec::Subnet::parse(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// The state directory.
@@ -179,9 +210,19 @@ mod tests {
             project: "bot-bottle-a".into(),
             source: "x".into(),
             daemons: vec!["pack-exec".into()],
+            subnet: Some(bottle_spec::Subnet::parse("10.213.0.32/28").unwrap()),
         };
         s.save(&r).unwrap();
-        assert_eq!(s.list().unwrap(), vec![r]);
+        let text = std::fs::read_to_string(s.bottle_dir("a").join(RECORD_FILE)).unwrap();
+        assert!(text.contains("\"subnet\": \"10.213.0.32/28\""), "{text}");
+        assert_eq!(s.list().unwrap(), vec![r.clone()]);
+        // A record of an older control plane (no subnet) still reads.
+        std::fs::write(
+            s.bottle_dir("a").join(RECORD_FILE),
+            r#"{"slug":"a","project":"bot-bottle-a","source":"x","daemons":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.record("a").unwrap().unwrap().subnet, None);
         assert!(s.remove("a").unwrap());
         assert!(!s.remove("a").unwrap());
     }

@@ -1,6 +1,9 @@
 //! The HTTP API (`control-plane serve`) over an in-memory runtime: every endpoint, auth, the
 //! error answers the API promises (400 naming fields, 401, 404, 405, 409, 413, 503), pack
-//! calls relayed unchanged, and that the token never appears in a log line. Docker is not
+//! calls, installs and deletes relayed unchanged (installs and deletes through pack-exec's
+//! operator listener with the bottle's operator token), credential files checked before
+//! anything starts, the agent network's subnet chosen around taken ones, and that no token
+//! appears in a log line. Docker is not
 //! needed: the fake runtime records what the controller asks for. The same server against
 //! real Docker is tested in tests/e2e/tests/api.rs.
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bottle_compose::model::Project;
+use bottle_spec::Subnet;
 use bytes::Bytes;
 use control_plane::api::{DownReport, PublishedPort, ServiceStatus};
 use control_plane::core::{Controller, Settings};
@@ -21,6 +25,7 @@ use control_plane::runtime::{
 };
 use control_plane::server::auth::Token;
 use control_plane::server::{serve_on, ServeConfig};
+use control_plane::source::Source;
 use control_plane::state::StateDir;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -42,6 +47,12 @@ struct FakeState {
     ups: usize,
     /// The one approval request once decided (JSON).
     approval: Option<String>,
+    /// Where pack-exec's operator listener of every project is published.
+    pack_operator: Option<SocketAddr>,
+    /// Docker networks that exist: (compose project, subnet).
+    networks: Vec<(String, Subnet)>,
+    /// Every exec: (argv, user).
+    execs: Vec<(Vec<String>, Option<String>)>,
 }
 
 #[derive(Clone, Default)]
@@ -74,15 +85,18 @@ impl Runtime for Fake {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut st = self.0.lock().unwrap();
         st.ups += 1;
-        let ports = st
-            .pack_exec
-            .map(|host| {
-                vec![PublishedPort {
-                    container_port: 9000,
-                    host,
-                }]
+        let ports: Vec<PublishedPort> = [
+            (9000, st.pack_exec),
+            (bottle_spec::PACK_EXEC_OPERATOR_PORT, st.pack_operator),
+        ]
+        .into_iter()
+        .filter_map(|(container_port, host)| {
+            Some(PublishedPort {
+                container_port,
+                host: host?,
             })
-            .unwrap_or_default();
+        })
+        .collect();
         let services = project
             .services
             .iter()
@@ -175,21 +189,53 @@ impl Runtime for Fake {
         Ok(rx)
     }
 
-    async fn exec(&self, _: &str, _: &str, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
+    async fn exec(
+        &self,
+        _: &str,
+        _: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecOutput, RuntimeError> {
         self.check()?;
+        self.0
+            .lock()
+            .unwrap()
+            .execs
+            .push((argv.to_vec(), user.map(String::from)));
         if argv.get(1).map(String::as_str) == Some("supervise-ctl") {
             return Ok(self.supervise_ctl(&argv[4..]));
         }
         assert_eq!(argv, ["/sidecar-init", "status", "--json"]);
+        assert_eq!(
+            user, None,
+            "sidecar-init status runs as the container's user"
+        );
         Ok(ExecOutput {
             code: 0,
             stdout: br#"[{"name":"pack-exec","state":"running","ready":true}]"#.to_vec(),
             stderr: vec![],
         })
     }
+
+    async fn network_subnets(&self, project: &str) -> Result<Vec<Subnet>, RuntimeError> {
+        self.check()?;
+        Ok(self.taken(project))
+    }
 }
 
 impl Fake {
+    /// The subnets the fake's networks hold, except `project`'s own.
+    fn taken(&self, project: &str) -> Vec<Subnet> {
+        self.0
+            .lock()
+            .unwrap()
+            .networks
+            .iter()
+            .filter(|(p, _)| p != project)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
     /// A stand-in for `sidecars supervise-ctl` over one pending request `1-ab` (`argv` is what
     /// follows `--queue-dir DIR`).
     fn supervise_ctl(&self, argv: &[String]) -> ExecOutput {
@@ -241,17 +287,36 @@ impl Fake {
 struct Server {
     addr: SocketAddr,
     fake: Fake,
+    ctl: Arc<Controller<Fake>>,
     _trigger: ShutdownTrigger,
     _state: tempfile::TempDir,
 }
 
+impl Server {
+    /// A bottle's project directory.
+    fn dir(&self, slug: &str) -> std::path::PathBuf {
+        self._state.path().join("bottles").join(slug)
+    }
+
+    /// The agent-network subnet in a bottle's state record.
+    fn subnet(&self, slug: &str) -> Option<Subnet> {
+        let text = std::fs::read_to_string(self.dir(slug).join("bottle.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        Some(Subnet::parse(v["subnet"].as_str()?).unwrap())
+    }
+}
+
 async fn start(token: Option<&str>, max_body: usize) -> Server {
+    start_with(token, max_body, Settings::default()).await
+}
+
+async fn start_with(token: Option<&str>, max_body: usize, settings: Settings) -> Server {
     let state = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     let settings = Settings {
         host_guard: control_plane::host_guard::Mode::Off,
         up_timeout: Duration::from_secs(5),
-        ..Settings::default()
+        ..settings
     };
     let ctl = Arc::new(Controller::new(
         fake.clone(),
@@ -266,10 +331,11 @@ async fn start(token: Option<&str>, max_body: usize) -> Server {
         token: token.map(|t| Token::new("test", t).unwrap()),
         max_body_bytes: max_body,
     };
-    tokio::spawn(serve_on(listener, ctl, cfg, shutdown));
+    tokio::spawn(serve_on(listener, ctl.clone(), cfg, shutdown));
     Server {
         addr,
         fake,
+        ctl,
         _trigger: trigger,
         _state: state,
     }
@@ -295,6 +361,25 @@ async fn call(
     content_type: Option<&str>,
     body: &str,
 ) -> Answer {
+    call_bytes(
+        srv,
+        method,
+        path,
+        auth,
+        content_type,
+        Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+async fn call_bytes(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Answer {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = http::Request::builder()
         .method(method)
@@ -306,7 +391,7 @@ async fn call(
         req = req.header("content-type", ct);
     }
     let resp = client
-        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .request(req.body(Full::new(body)).unwrap())
         .await
         .unwrap();
     let status = resp.status().as_u16();
@@ -521,33 +606,71 @@ async fn docker_unreachable_is_503_with_the_reason() {
     assert_eq!(l.json()["error"], "runtime");
 }
 
-/// A stand-in pack-exec: `cmd.upper` upper-cases `text`; anything else is a 404 in
-/// pack-exec's own error shape.
-async fn fake_pack_exec() -> SocketAddr {
+/// One request a fake pack-exec listener saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    listener: &'static str,
+    method: String,
+    path_and_query: String,
+    authorization: Option<String>,
+    body: Bytes,
+}
+
+/// What the fake pack-exec shares with the test.
+#[derive(Default)]
+struct PackExecState {
+    seen: Vec<Seen>,
+    /// The operator token pack-exec "loaded" (the test copies it from the project dir).
+    token: Option<String>,
+    installed: Vec<String>,
+}
+
+type PackExec = Arc<Mutex<PackExecState>>;
+
+/// Serve `answer` on a fresh loopback port.
+async fn listen(
+    listener: &'static str,
+    state: PackExec,
+    answer: fn(&Seen, &mut PackExecState) -> (u16, String),
+) -> SocketAddr {
     use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let (s, _) = listener.accept().await.unwrap();
+            let (s, _) = tcp.accept().await.unwrap();
+            let state = state.clone();
             tokio::spawn(async move {
-                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let path = req.uri().path().to_string();
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let (status, answer) = if path == "/v1/packs/cmd.upper" {
-                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let up = v["text"].as_str().unwrap().to_uppercase();
-                        (200, format!("{{\"text\":\"{up}\"}}"))
-                    } else {
-                        (
-                            404,
-                            r#"{"error":"unknown_pack","message":"no pack","request_id":"r1"}"#
-                                .to_string(),
-                        )
-                    };
-                    let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
-                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                    Ok::<_, Infallible>(resp)
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let method = req.method().to_string();
+                        let path_and_query = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        let authorization = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let seen = Seen {
+                            listener,
+                            method,
+                            path_and_query,
+                            authorization,
+                            body,
+                        };
+                        let (status, text) = {
+                            let mut st = state.lock().unwrap();
+                            st.seen.push(seen.clone());
+                            answer(&seen, &mut st)
+                        };
+                        let mut resp = http::Response::new(Full::new(Bytes::from(text)));
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
@@ -558,10 +681,77 @@ async fn fake_pack_exec() -> SocketAddr {
     addr
 }
 
+fn error(code: &str) -> String {
+    format!(r#"{{"error":"{code}","message":"{code}","request_id":"r1"}}"#)
+}
+
+/// pack-exec's agent listener: `cmd.upper` upper-cases `text`; another pack is a 404 in
+/// pack-exec's own error shape; install and delete are refused (403 `forbidden`).
+fn agent_listener(seen: &Seen, _: &mut PackExecState) -> (u16, String) {
+    match (seen.method.as_str(), seen.path_and_query.as_str()) {
+        ("POST", "/v1/packs/cmd.upper") => {
+            let v: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+            let up = v["text"].as_str().unwrap().to_uppercase();
+            (200, format!("{{\"text\":\"{up}\"}}"))
+        }
+        ("PUT" | "DELETE", _) => (403, error("forbidden")),
+        _ => (
+            404,
+            r#"{"error":"unknown_pack","message":"no pack","request_id":"r1"}"#.to_string(),
+        ),
+    }
+}
+
+/// pack-exec's operator listener: the bottle's token or 401; install (201 new, 200 replaced),
+/// delete (204, 404 when not installed).
+fn operator_listener(seen: &Seen, st: &mut PackExecState) -> (u16, String) {
+    let wanted = st.token.as_ref().map(|t| format!("Bearer {t}"));
+    if wanted.is_none() || seen.authorization != wanted {
+        return (401, error("unauthorized"));
+    }
+    let path = seen.path_and_query.split('?').next().unwrap();
+    let Some(name) = path.strip_prefix("/v1/packs/") else {
+        return (404, error("not_found"));
+    };
+    match seen.method.as_str() {
+        "PUT" if name == "cmd.shipped" && !seen.path_and_query.contains("replace_shipped=true") => {
+            (409, error("conflict"))
+        }
+        "PUT" => {
+            let status = if st.installed.iter().any(|n| n == name) {
+                200
+            } else {
+                st.installed.push(name.to_string());
+                201
+            };
+            (status, format!(r#"{{"name":"{name}","version":"1.0.0"}}"#))
+        }
+        "DELETE" => match st.installed.iter().position(|n| n == name) {
+            Some(i) => {
+                st.installed.remove(i);
+                (204, String::new())
+            }
+            None => (404, error("pack_not_found")),
+        },
+        _ => (405, error("method_not_allowed")),
+    }
+}
+
+/// Both listeners of a fake pack-exec, published for every bottle of the fake runtime.
+async fn fake_pack_exec(fake: &Fake) -> PackExec {
+    let state = PackExec::default();
+    let agent = listen("agent", state.clone(), agent_listener).await;
+    let operator = listen("operator", state.clone(), operator_listener).await;
+    let mut st = fake.0.lock().unwrap();
+    st.pack_exec = Some(agent);
+    st.pack_operator = Some(operator);
+    state
+}
+
 #[tokio::test]
 async fn pack_calls_reach_the_bottles_pack_exec_and_come_back_unchanged() {
     let srv = start(Some(TOKEN), 1 << 20).await;
-    srv.fake.0.lock().unwrap().pack_exec = Some(fake_pack_exec().await);
+    fake_pack_exec(&srv.fake).await;
     assert_eq!(create(&srv, "packs").await.status, 201);
     let ok = call(
         &srv,
@@ -625,7 +815,22 @@ async fn one_access_line_per_request_and_never_the_token() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let srv = start(Some(TOKEN), 1 << 20).await;
+    let pack_exec = fake_pack_exec(&srv.fake).await;
+    // tracing caches each callsite's interest when it is first hit; a test thread without a
+    // subscriber can hit the access-log callsite first and race this thread's scoped
+    // subscriber into a cached "never". Once every test thread has made its first requests
+    // (a create takes 200 ms), recompute the interest with this subscriber in place.
+    assert_eq!(create(&srv, "warmup").await.status, 201);
+    tracing::callsite::rebuild_interest_cache();
     assert_eq!(create(&srv, "logged").await.status, 201);
+    let operator_token = read_token(&srv, "logged");
+    pack_exec.lock().unwrap().token = Some(operator_token.clone());
+    let installed = put_pack(&srv, "logged", "cmd.logged", "").await;
+    assert_eq!(installed.status, 201, "{}", installed.body);
+    // A refused token is reported without the token in the answer either.
+    pack_exec.lock().unwrap().token = Some("0".repeat(64));
+    let refused = put_pack(&srv, "logged", "cmd.logged", "").await;
+    assert!(!refused.body.contains(&operator_token), "{}", refused.body);
     let _ = get(&srv, "/v1/bottles/logged?x=1").await;
     let _ = call(
         &srv,
@@ -648,6 +853,10 @@ async fn one_access_line_per_request_and_never_the_token() {
     assert!(
         !text.contains(TOKEN),
         "the token leaked into the log:\n{text}"
+    );
+    assert!(
+        !text.contains(&operator_token),
+        "the operator token leaked into the log:\n{text}"
     );
     assert!(
         !text.contains("wrong-token"),
@@ -705,6 +914,16 @@ async fn approvals_are_listed_shown_and_decided_over_http() {
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     let malformed = get(&srv, "/v1/bottles/ops/approvals/NOT_AN_ID").await;
     assert_eq!(malformed.status, 400, "{}", malformed.body);
+    // supervise-ctl ran as supervise's uid (its queue is its own, 0700).
+    let execs = srv.fake.0.lock().unwrap().execs.clone();
+    let ctl: Vec<_> = execs
+        .iter()
+        .filter(|(argv, _)| argv[1] == "supervise-ctl")
+        .collect();
+    assert!(!ctl.is_empty());
+    for (argv, user) in ctl {
+        assert_eq!(user.as_deref(), Some("10004:10004"), "{argv:?}");
+    }
     // A bottle without supervise: a usage error, not a failed exec.
     assert_eq!(create(&srv, "nosup").await.status, 201);
     let none = get(&srv, "/v1/bottles/nosup/approvals").await;
@@ -745,4 +964,373 @@ async fn bottles_without_a_state_record_are_found_by_their_labels() {
     let del = call(&srv, "DELETE", "/v1/bottles/lost", Some(TOKEN), None, "").await;
     assert_eq!(del.json()["existed"], true, "{}", del.body);
     assert_eq!(create(&srv, "lost").await.status, 201);
+}
+
+/// The operator token `up` wrote into a bottle's project directory.
+fn read_token(srv: &Server, slug: &str) -> String {
+    std::fs::read_to_string(srv.dir(slug).join("secrets/pack-exec-operator-token")).unwrap()
+}
+
+/// A pack directory as the tar.gz the API takes.
+fn pack_archive(name: &str) -> Bytes {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pack.json"),
+        format!(r#"{{"name":"{name}","version":"1.0.0"}}"#),
+    )
+    .unwrap();
+    Bytes::from(control_plane::packs::tar_gz(dir.path()).unwrap())
+}
+
+async fn put_pack(srv: &Server, slug: &str, name: &str, query: &str) -> Answer {
+    call_bytes(
+        srv,
+        "PUT",
+        &format!("/v1/bottles/{slug}/packs/{name}{query}"),
+        Some(TOKEN),
+        Some("application/gzip"),
+        pack_archive(name),
+    )
+    .await
+}
+
+fn owner_mode(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+#[tokio::test]
+async fn packs_are_installed_and_removed_through_the_operator_listener_with_the_bottles_token() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let pack_exec = fake_pack_exec(&srv.fake).await;
+    assert_eq!(create(&srv, "ops").await.status, 201);
+    // One token per bottle, generated at up, readable by root alone.
+    let token_file = srv.dir("ops").join("secrets/pack-exec-operator-token");
+    assert_eq!(owner_mode(&token_file), (0, 0, 0o400));
+    let token = read_token(&srv, "ops");
+    assert_eq!(token.len(), 64);
+    pack_exec.lock().unwrap().token = Some(token.clone());
+
+    let new = put_pack(&srv, "ops", "cmd.new", "?allow_unsigned=1").await;
+    assert_eq!(new.status, 201, "{}", new.body);
+    assert_eq!(new.body, r#"{"name":"cmd.new","version":"1.0.0"}"#);
+    assert_eq!(new.headers.get("content-type").unwrap(), "application/json");
+    let last = pack_exec.lock().unwrap().seen.last().cloned().unwrap();
+    assert_eq!(last.listener, "operator");
+    assert_eq!(last.method, "PUT");
+    assert_eq!(last.path_and_query, "/v1/packs/cmd.new?allow_unsigned=true");
+    assert_eq!(last.authorization, Some(format!("Bearer {token}")));
+    assert_eq!(last.body, pack_archive("cmd.new"), "the archive as sent");
+
+    let again = put_pack(&srv, "ops", "cmd.new", "").await;
+    assert_eq!(again.status, 200, "a replace: {}", again.body);
+
+    // pack-exec's refusals come back as they are.
+    let shipped = put_pack(&srv, "ops", "cmd.shipped", "").await;
+    assert_eq!(shipped.status, 409, "{}", shipped.body);
+    assert_eq!(shipped.json()["error"], "conflict");
+    let shipped = put_pack(&srv, "ops", "cmd.shipped", "?replace_shipped=true").await;
+    assert_eq!(shipped.status, 201, "{}", shipped.body);
+    assert!(pack_exec
+        .lock()
+        .unwrap()
+        .seen
+        .last()
+        .unwrap()
+        .path_and_query
+        .ends_with("?replace_shipped=true"));
+
+    // Refused by the control plane itself: nothing reaches pack-exec.
+    let before = pack_exec.lock().unwrap().seen.len();
+    let bad = put_pack(&srv, "ops", "cmd.new", "?force=1").await;
+    assert_eq!(
+        (bad.status, bad.json()["error"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let empty = call(
+        &srv,
+        "PUT",
+        "/v1/bottles/ops/packs/cmd.x",
+        Some(TOKEN),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(empty.status, 400, "{}", empty.body);
+    let odd = call(
+        &srv,
+        "DELETE",
+        "/v1/bottles/ops/packs/CMD.X",
+        Some(TOKEN),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (odd.status, odd.json()["error"].as_str()),
+        (400, Some("usage"))
+    );
+    assert_eq!(pack_exec.lock().unwrap().seen.len(), before);
+
+    let del = call(
+        &srv,
+        "DELETE",
+        "/v1/bottles/ops/packs/cmd.new",
+        Some(TOKEN),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!((del.status, del.body.as_str()), (204, ""));
+    let gone = call(
+        &srv,
+        "DELETE",
+        "/v1/bottles/ops/packs/cmd.new",
+        Some(TOKEN),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["error"], "pack_not_found");
+
+    // A token pack-exec does not hold is our problem, not the API client's: 502, not 401.
+    pack_exec.lock().unwrap().token = Some("f".repeat(64));
+    let refused = put_pack(&srv, "ops", "cmd.new", "").await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "operator_token_refused");
+
+    // Calls still go to the agent listener; nothing but calls ever did.
+    let ok = call(
+        &srv,
+        "POST",
+        "/v1/bottles/ops/packs/cmd.upper",
+        Some(TOKEN),
+        Some("application/json"),
+        r#"{"text":"hi"}"#,
+    )
+    .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, r#"{"text":"HI"}"#));
+    for seen in &pack_exec.lock().unwrap().seen {
+        match seen.listener {
+            "agent" => {
+                assert_eq!(seen.method, "POST", "{seen:?}");
+                assert_eq!(seen.authorization, None, "no token to the agent listener");
+            }
+            _ => assert_ne!(seen.method, "POST", "{seen:?}"),
+        }
+    }
+
+    // The token is kept across re-ups: the running pack-exec holds it.
+    srv.ctl
+        .up(Source::Inline {
+            text: manifest("ops"),
+            name: Some("request.toml".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(read_token(&srv, "ops"), token);
+}
+
+/// A manifest whose route uses every credential named.
+fn credentials_manifest(slug: &str, files: &[(&str, &Path)]) -> String {
+    let mut m = format!(
+        "slug = \"{slug}\"\ndaemons = [\"pipelock\", \"egress\"]\n[agent]\nimage = \"agent:test\"\n[[allowlist]]\nhost = \"api.example.com\"\n"
+    );
+    for (name, path) in files {
+        m.push_str(&format!(
+            "[credentials.{name}]\nfile = \"{}\"\n",
+            path.display()
+        ));
+    }
+    let headers: Vec<String> = files
+        .iter()
+        .map(|(name, _)| format!("X-{name} = \"${{vault:{name}}}\""))
+        .collect();
+    m.push_str(&format!(
+        "[[routes]]\nhost = \"api.example.com\"\nheaders = {{ {} }}\n",
+        headers.join(", ")
+    ));
+    m
+}
+
+#[tokio::test]
+async fn credential_files_are_checked_before_anything_starts() {
+    use std::os::unix::fs::PermissionsExt;
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let files = tempfile::tempdir().unwrap();
+    let make = |name: &str, mode: u32, uid: u32| {
+        let path = files.path().join(name);
+        std::fs::write(&path, "secret\n").unwrap();
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let good = make("good", 0o400, 0);
+    let loose = make("loose", 0o644, 0);
+    let nobody = make("nobody", 0o400, 65534);
+    let missing = files.path().join("missing");
+    let link = files.path().join("link");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    let manifest = credentials_manifest(
+        "creds",
+        &[
+            ("GOOD", &good),
+            ("LINKED", &link),
+            ("LOOSE", &loose),
+            ("NOBODY", &nobody),
+            ("MISSING", &missing),
+        ],
+    );
+    let post = |m: String| {
+        let srv = &srv;
+        async move {
+            call(
+                srv,
+                "POST",
+                "/v1/bottles",
+                Some(TOKEN),
+                Some("application/toml"),
+                &m,
+            )
+            .await
+        }
+    };
+    let refused = post(manifest.clone()).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "invalid_credential");
+    let msg = refused.json()["message"].as_str().unwrap().to_string();
+    for needle in [
+        format!("credentials.LOOSE.file: {}", loose.display()),
+        format!("chmod 0400 {}", loose.display()),
+        format!("credentials.NOBODY.file: {}", nobody.display()),
+        format!("chown root:root {}", nobody.display()),
+        format!("credentials.MISSING.file: {}", missing.display()),
+    ] {
+        assert!(msg.contains(&needle), "{needle:?} not in:\n{msg}");
+    }
+    assert!(!msg.contains("GOOD") && !msg.contains("LINKED"), "{msg}");
+    assert_eq!(srv.fake.0.lock().unwrap().ups, 0, "nothing was started");
+    assert!(!srv.dir("creds").exists(), "nothing was written");
+
+    // Fixed as the messages say: the bottle comes up.
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::os::unix::fs::chown(&nobody, Some(0), Some(0)).unwrap();
+    make("missing", 0o400, 0);
+    let created = post(manifest).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    // Each daemon's config is its own, the secrets root's, the public CA files read-only.
+    let dir = srv.dir("creds");
+    let uid = |d: bottle_spec::Daemon| d.uid();
+    assert_eq!(owner_mode(&dir.join("config/init.json")), (0, 0, 0o400));
+    for d in [bottle_spec::Daemon::Egress, bottle_spec::Daemon::Pipelock] {
+        let path = dir.join(format!("config/{}.json", d.name()));
+        assert_eq!(owner_mode(&path), (uid(d), uid(d), 0o400), "{d}");
+    }
+    let dns = dir.join("config/dns.json");
+    if dns.exists() {
+        let dns_uid = bottle_spec::DNS_UID;
+        assert_eq!(owner_mode(&dns), (dns_uid, dns_uid, 0o400));
+    }
+    assert_eq!(owner_mode(&dir.join("secrets")), (0, 0, 0o700));
+    assert_eq!(owner_mode(&dir.join("secrets/ca.key")), (0, 0, 0o400));
+    assert_eq!(owner_mode(&dir.join("ca/ca.crt")).2, 0o444);
+    assert_eq!(owner_mode(&dir.join("ca/ca-bundle.crt")).2, 0o444);
+    assert!(!dir.join("ca/ca.key").exists());
+    // The credential files themselves were never copied.
+    for entry in walk(&dir) {
+        let text = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&text).contains("secret\n"),
+            "{} holds a secret",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_agent_network_gets_a_free_subnet_and_keeps_it() {
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let pool = bottle_spec::DEFAULT_SUBNET_POOL;
+    let hashed = Subnet::for_project(pool, "bot-bottle-net", &[]).unwrap();
+    // Another network already holds the slot the name hashes to.
+    srv.fake
+        .0
+        .lock()
+        .unwrap()
+        .networks
+        .push(("someone-else".into(), hashed));
+    assert_eq!(create(&srv, "net").await.status, 201);
+    let chosen = srv.subnet("net").expect("the record keeps the subnet");
+    assert_eq!(
+        chosen,
+        Subnet::for_project(pool, "bot-bottle-net", &[hashed]).unwrap()
+    );
+    assert!(!chosen.overlaps(hashed) && pool.overlaps(chosen));
+    let yaml = get(&srv, "/v1/bottles/net/compose.yaml").await.body;
+    assert!(yaml.contains(&chosen.to_string()), "{yaml}");
+    assert!(!yaml.contains(&hashed.to_string()), "{yaml}");
+
+    // The bottle's own network exists now; the other one went away. A re-up keeps the subnet
+    // (the sidecars' address must not move), it does not go back to the hash slot.
+    {
+        let mut st = srv.fake.0.lock().unwrap();
+        st.networks.clear();
+        st.networks.push(("bot-bottle-net".into(), chosen));
+    }
+    srv.ctl
+        .up(Source::Inline {
+            text: manifest("net"),
+            name: Some("request.toml".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(srv.subnet("net"), Some(chosen));
+
+    // A bottle with no competition gets the hash slot.
+    assert_eq!(create(&srv, "free").await.status, 201);
+    assert_eq!(
+        srv.subnet("free"),
+        Subnet::for_project(pool, "bot-bottle-free", &[chosen])
+    );
+}
+
+#[tokio::test]
+async fn a_full_subnet_pool_is_a_clear_error_and_starts_nothing() {
+    let settings = Settings {
+        subnet_pool: control_plane::core::subnet_pool(Some("10.99.0.0/27")).unwrap(),
+        ..Settings::default()
+    };
+    let srv = start_with(Some(TOKEN), 1 << 20, settings).await;
+    srv.fake
+        .0
+        .lock()
+        .unwrap()
+        .networks
+        .push(("other".into(), Subnet::parse("10.99.0.0/24").unwrap()));
+    let a = create(&srv, "crowded").await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.json()["error"], "no_subnet");
+    let msg = a.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("BOT_BOTTLE_SUBNET_POOL=10.99.0.0/27"), "{msg}");
+    assert_eq!(srv.fake.0.lock().unwrap().ups, 0);
+    // One /28 of the pool free again: it is taken.
+    srv.fake.0.lock().unwrap().networks[0].1 = Subnet::parse("10.99.0.16/28").unwrap();
+    assert_eq!(create(&srv, "crowded").await.status, 201);
+    assert_eq!(srv.subnet("crowded"), Subnet::parse("10.99.0.0/28").ok());
 }

@@ -106,7 +106,13 @@ fn render_of_a_json_manifest() {
     let out = control_plane(&["render", m.to_str().unwrap()], tmp.path(), tmp.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let yaml = text(&out.stdout);
-    assert!(yaml.contains("SIDECARS_DAEMONS: pack-exec"), "{yaml}");
+    // (the DNS responder, which every bottle runs, may lead the list)
+    assert!(
+        yaml.lines().any(|l| l.contains("SIDECARS_DAEMONS: ")
+            && l.trim_end().rsplit([' ', ',']).next() == Some("pack-exec")
+            && !l.contains("egress")),
+        "{yaml}"
+    );
     assert!(yaml.contains("X: $$y"), "{yaml}");
 }
 
@@ -272,7 +278,9 @@ fn full_example_renders_and_writes_a_ca_but_no_credential() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let yaml = text(&out.stdout);
     assert!(
-        yaml.contains("SIDECARS_DAEMONS: egress,pipelock,git-gate,supervise,pack-exec"),
+        yaml.lines().any(|l| l.contains("SIDECARS_DAEMONS: ")
+            && l.trim_end()
+                .ends_with("egress,pipelock,git-gate,supervise,pack-exec")),
         "{yaml}"
     );
     assert!(yaml.contains("target: /run/secrets/bottle/GITHUB_TOKEN"));
@@ -282,49 +290,159 @@ fn full_example_renders_and_writes_a_ca_but_no_credential() {
         "config/git-gate.json",
         "config/supervise.json",
         "ca/ca.crt",
-        "ca/ca.key",
+        "secrets/ca.key",
+        "secrets/pack-exec-operator-token",
         "ca/ca-bundle.crt",
     ] {
         assert!(out_dir.join(f).is_file(), "{f}");
     }
+    // The tests run as root: every file went to its owner.
+    use std::os::unix::fs::MetadataExt;
+    let owner_mode = |f: &str| {
+        let m = std::fs::metadata(out_dir.join(f)).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    };
+    assert_eq!(owner_mode("config/init.json"), (0, 0, 0o400));
+    assert_eq!(owner_mode("config/egress.json"), (10001, 10001, 0o400));
+    assert_eq!(owner_mode("config/pack-exec.json"), (10005, 10005, 0o400));
+    assert_eq!(owner_mode("secrets"), (0, 0, 0o700));
+    assert_eq!(owner_mode("secrets/ca.key"), (0, 0, 0o400));
+    assert_eq!(
+        owner_mode("secrets/pack-exec-operator-token"),
+        (0, 0, 0o400)
+    );
+    assert_eq!(owner_mode("ca/ca.crt").2, 0o444);
+    assert!(!text(&out.stderr).contains("not running as root"));
     let cert = std::fs::read_to_string(out_dir.join("ca/ca.crt")).unwrap();
     let bundle = std::fs::read_to_string(out_dir.join("ca/ca-bundle.crt")).unwrap();
     assert!(
         bundle.ends_with(&cert),
         "the bundle ends with the bottle CA"
     );
-    assert!(
-        !out_dir.join("credentials").exists() && !out_dir.join("secrets").exists(),
-        "credentials are mounted, never copied"
+    let mut secrets: Vec<String> = std::fs::read_dir(out_dir.join("secrets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    secrets.sort();
+    assert_eq!(
+        secrets,
+        ["ca.key", "pack-exec-operator-token"],
+        "only generated secrets: credentials are mounted, never copied"
     );
+    assert!(!out_dir.join("credentials").exists());
 }
 
+/// `up` with credential files that sidecar-init could not read, or that others could: every
+/// problem named with its fix, exit 2, before Docker is asked anything (the runtime here is an
+/// Engine API at a socket that does not exist: reaching it would be exit 1) and before
+/// anything is written.
 #[test]
-fn up_refuses_a_missing_credential_file_before_docker() {
+fn up_refuses_unusable_credential_files_before_docker() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
+    let secret = |name: &str, mode: u32, uid: u32| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.display().to_string()
+    };
+    let good = secret("good", 0o400, 0);
+    let loose = secret("loose", 0o640, 0);
+    let nobody = secret("nobody", 0o400, 65534);
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&loose, &link).unwrap();
+    let link = link.display().to_string();
     let manifest = tmp.path().join("bottle.toml");
     std::fs::write(
         &manifest,
-        r#"slug = "creds"
+        format!(
+            r#"slug = "creds"
 daemons = ["pipelock", "egress"]
 [agent]
 image = "img:1"
 [[allowlist]]
 host = "api.example.com"
+[credentials.GOOD]
+file = "{good}"
+[credentials.LOOSE]
+file = "{loose}"
+[credentials.NOBODY]
+file = "{nobody}"
+[credentials.LINK]
+file = "{link}"
 [credentials.TOKEN]
 file = "/nonexistent/bot-bottle-token"
 [[routes]]
 host = "api.example.com"
-headers = { Authorization = "Bearer ${vault:TOKEN}" }
-"#,
+headers = {{ Authorization = "Bearer ${{vault:TOKEN}}", X-A = "${{vault:GOOD}}", X-B = "${{vault:LOOSE}}", X-C = "${{vault:NOBODY}}", X-D = "${{vault:LINK}}" }}
+"#
+        ),
     )
     .unwrap();
-    let out = control_plane(&["up", manifest.to_str().unwrap()], tmp.path(), tmp.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let state = tmp.path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["up", manifest.to_str().unwrap()])
+        .env("BOT_BOTTLE_STATE_DIR", &state)
+        .env("BOT_BOTTLE_RUNTIME", "engine")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("BOT_BOTTLE_HOST_GUARD", "off")
+        .output()
+        .unwrap();
     let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for needle in [
+        "credentials.TOKEN.file: /nonexistent/bot-bottle-token: does not exist".to_string(),
+        format!("credentials.LOOSE.file: {loose}: mode 0640"),
+        format!("`chmod 0400 {loose}`"),
+        format!("credentials.NOBODY.file: {nobody}: owned by uid 65534"),
+        format!("`chown root:root {nobody}`"),
+        format!("credentials.LINK.file: {link}: mode 0640 (a symlink to {loose})"),
+    ] {
+        assert!(err.contains(&needle), "{needle:?} not in:\n{err}");
+    }
+    assert!(!err.contains("credentials.GOOD"), "{err}");
+    assert!(!err.contains("Docker"), "Docker was asked: {err}");
+    assert!(!state.join("bottles").exists(), "nothing was written");
+}
+
+#[test]
+fn a_bad_subnet_pool_is_a_usage_error_naming_the_variable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = repo().join("examples/bottle.toml");
+    for (pool, why) in [
+        ("10.213.0.1/16", "host bits"),
+        ("nonsense", "not an IPv4 subnet"),
+        ("10.213.0.0/29", "smaller than one bottle"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+            .args(["render", manifest.to_str().unwrap()])
+            .env("BOT_BOTTLE_STATE_DIR", tmp.path())
+            .env("BOT_BOTTLE_SUBNET_POOL", pool)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{pool}: {err}");
+        assert!(
+            err.contains("BOT_BOTTLE_SUBNET_POOL") && err.contains(why),
+            "{err}"
+        );
+    }
+    // `render` takes the pool's hash choice for the project (no Docker to ask).
+    let out = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["render", manifest.to_str().unwrap()])
+        .env("BOT_BOTTLE_STATE_DIR", tmp.path())
+        .env("BOT_BOTTLE_SUBNET_POOL", "10.77.0.0/24")
+        .env_remove("BOT_BOTTLE_PREFIX")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pool = bottle_spec::Subnet::parse("10.77.0.0/24").unwrap();
+    let subnet = bottle_spec::Subnet::for_project(pool, "bot-bottle-example", &[]).unwrap();
     assert!(
-        err.contains("credentials.TOKEN.file: /nonexistent/bot-bottle-token"),
-        "{err}"
+        text(&out.stdout).contains(&subnet.to_string()),
+        "{subnet} not in:\n{}",
+        text(&out.stdout)
     );
 }
 

@@ -29,6 +29,9 @@ pub mod render;
 pub mod validate;
 pub mod yaml;
 
+/// The contract crate (daemon table, bundle paths, subnets), for callers of the renderer that
+/// need its types (e.g. `RenderOptions::internal_subnet`) without depending on it themselves.
+pub use bottle_spec;
 pub use daemon::Daemon;
 pub use error::{ManifestError, Problem, RenderError};
 pub use manifest::Manifest;

@@ -50,7 +50,11 @@ pub struct Manifest {
     /// Pack directories (relative to the manifest's directory) pack-exec serves.
     #[serde(default)]
     pub packs: Vec<String>,
-    /// CPU and memory limits of each service.
+    /// Whether pack-exec installs packs that carry no valid signature (default false: an
+    /// unsigned pack is refused). Written into `pack-exec.json` as `allow_unsigned`.
+    #[serde(default)]
+    pub allow_unsigned_packs: bool,
+    /// Limits of each service and of pack handlers.
     #[serde(default)]
     pub resources: Resources,
     /// Sidecars image for this bottle (the `BOT_BOTTLE_SIDECAR_IMAGE` env var wins over it).
@@ -173,7 +177,7 @@ pub struct GitRepo {
     pub credential: Option<String>,
 }
 
-/// Limits for both services.
+/// Limits for both services and for pack handlers.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
@@ -183,9 +187,14 @@ pub struct Resources {
     /// Limits of the sidecars container.
     #[serde(default)]
     pub sidecars: Limits,
+    /// Per-call limits of pack handlers (needs pack-exec); unset fields keep the defaults
+    /// (see [`crate::configs::init`]).
+    #[serde(default)]
+    pub handlers: Option<HandlerLimits>,
 }
 
-/// CPU and memory limits of one service; unset means unlimited.
+/// Limits of one service. CPU and memory unset mean unlimited; `pids` and `tmp_size` have
+/// per-service defaults (see [`crate::render`]).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -195,6 +204,31 @@ pub struct Limits {
     /// Memory with a unit: `512m`, `2g` (b, k, m, g).
     #[serde(default)]
     pub memory: Option<String>,
+    /// Most tasks (processes and threads) in the container at once (`pids_limit`).
+    #[serde(default)]
+    pub pids: Option<u32>,
+    /// Size of the container's `/tmp` tmpfs, with a unit like `memory`.
+    #[serde(default)]
+    pub tmp_size: Option<String>,
+}
+
+/// Per-call limits of a pack handler, applied by sidecar-init when it starts the handler
+/// (rlimits of the handler's uid).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerLimits {
+    /// Most processes (and threads) under the handler's uid (`RLIMIT_NPROC`).
+    #[serde(default)]
+    pub processes: Option<u32>,
+    /// Address space of each process, with a unit: `1g` (`RLIMIT_AS`).
+    #[serde(default)]
+    pub address_space: Option<String>,
+    /// Largest file a handler may write, with a unit: `64m` (`RLIMIT_FSIZE`).
+    #[serde(default)]
+    pub file_size: Option<String>,
+    /// Most open file descriptors per process (`RLIMIT_NOFILE`).
+    #[serde(default)]
+    pub open_files: Option<u32>,
 }
 
 /// The text format of a manifest.

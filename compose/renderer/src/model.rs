@@ -6,7 +6,7 @@
 //! Maps are `BTreeMap`s so the output is deterministic (golden files).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Serialize, Serializer};
 
@@ -51,19 +51,28 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     /// Networks the service is attached to, with per-network options.
     pub networks: BTreeMap<String, ServiceNetwork>,
+    /// DNS servers of the container (Docker's embedded resolver forwards the names it does
+    /// not know itself to these). The agent's is the bottle's own DNS responder.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
     /// Published ports.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortBinding>,
     /// Bind and volume mounts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Mount>,
-    /// tmpfs mounts, `PATH[:options]`.
+    /// tmpfs mounts, `PATH[:options]` (compose's short syntax, e.g.
+    /// `/tmp:size=64m,mode=1777`; the Engine backend splits it at the first `:`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
     /// Read-only root filesystem.
     pub read_only: bool,
     /// Capabilities dropped.
     pub cap_drop: Vec<String>,
+    /// Capabilities added back after `cap_drop` (the sidecars container keeps
+    /// `bottle_spec::INIT_CAPABILITIES` for sidecar-init).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
     /// Security options.
     pub security_opt: Vec<String>,
     /// Services this one waits for, with the condition.
@@ -80,6 +89,9 @@ pub struct Service {
     /// Memory limit (`512m`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<String>,
+    /// Most tasks (processes and threads) the container may have at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
 }
 
 /// Per-network options of a service.
@@ -88,6 +100,10 @@ pub struct ServiceNetwork {
     /// Extra DNS names of the service on that network.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Fixed address on that network (needs the network's [`Ipam`] subnet); none: Docker
+    /// picks one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<Ipv4Addr>,
 }
 
 /// A published port: `host_ip:host_port:container_port`, host port ephemeral when `None`.
@@ -168,9 +184,29 @@ pub struct Network {
     /// can firewall it before it exists (see `render::internal_bridge_name`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, String>,
+    /// Fixed addressing (the agent network's subnet, so the sidecars container can have a
+    /// fixed address); none: Docker picks a subnet from its default pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Ipam>,
     /// Network labels.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A network's address management, compose's `ipam` (default driver).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipam {
+    /// Address pools (a bottle uses one).
+    pub config: Vec<IpamPool>,
+}
+
+/// One address pool of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpamPool {
+    /// CIDR, `10.213.4.16/28`.
+    pub subnet: String,
+    /// The gateway address Docker reserves in it (first host).
+    pub gateway: Ipv4Addr,
 }
 
 /// A named volume of the project.

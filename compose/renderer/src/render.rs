@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+use bottle_spec::Subnet;
 use serde::Serialize;
 
 use crate::configs::{self, ConfigFile};
@@ -14,9 +15,10 @@ use crate::daemon::Daemon;
 use crate::error::{Problem, RenderError};
 use crate::manifest::{Limits, Manifest};
 use crate::model::{
-    DependsOn, Healthcheck, Mount, Network, PortBinding, Project, Service, ServiceNetwork, Volume,
+    DependsOn, Healthcheck, Ipam, IpamPool, Mount, Network, PortBinding, Project, Service,
+    ServiceNetwork, Volume,
 };
-use crate::validate;
+use crate::validate::{self, format_size, parse_size};
 
 /// The sidecars image when neither `BOT_BOTTLE_SIDECAR_IMAGE` nor the manifest names one:
 /// what `scripts/images.sh` builds.
@@ -31,8 +33,25 @@ pub const SIDECARS: &str = "sidecars";
 pub const LABEL_SLUG: &str = "io.bot-bottle.slug";
 /// Label carrying the service's role (`agent` or `sidecars`).
 pub const LABEL_ROLE: &str = "io.bot-bottle.role";
-/// The unprivileged user both containers run as by default (nobody).
+/// The unprivileged user the agent runs as by default (nobody).
 pub const NOBODY: &str = "65534:65534";
+/// The sidecars container's user: root, for sidecar-init alone, which keeps only
+/// `bottle_spec::INIT_CAPABILITIES` and starts every daemon under its own uid.
+pub const SIDECARS_USER: &str = "0:0";
+/// Default `resources.sidecars.pids`.
+pub const DEFAULT_SIDECARS_PIDS: u32 = 512;
+/// Default `resources.agent.pids`.
+pub const DEFAULT_AGENT_PIDS: u32 = 1024;
+/// Default `resources.sidecars.tmp_size` (64m).
+pub const DEFAULT_SIDECARS_TMP: u64 = 64 << 20;
+/// Default `resources.agent.tmp_size` (256m).
+pub const DEFAULT_AGENT_TMP: u64 = 256 << 20;
+/// Size of the sidecars container's `/run/sidecars` tmpfs: init's sockets and the daemons'
+/// credentials directories.
+pub const RUN_SIDECARS_TMP: u64 = 16 << 20;
+/// Default host file of pack-exec's operator token (relative to the project dir), created by
+/// the control plane and mounted at `configs::OPERATOR_TOKEN_MOUNT`.
+pub const DEFAULT_OPERATOR_TOKEN_FILE: &str = "./secrets/pack-exec-operator-token";
 /// Compose stop grace of both services: sidecar-init finishes inside it (8 s budget).
 pub const STOP_GRACE: &str = "10s";
 /// Directory (relative to the project dir) the manifest's packs are copied into.
@@ -117,6 +136,14 @@ pub struct RenderOptions {
     pub sidecar_image: Option<String>,
     /// Where the control plane keeps the bottle's CA (used when egress is enabled).
     pub ca: CaFiles,
+    /// The agent network's subnet (the control plane picks one that overlaps no existing
+    /// network, with `Subnet::for_project`). `None`: the hash choice of
+    /// `Subnet::for_project(DEFAULT_SUBNET_POOL, <project>, &[])`, what `render` prints when
+    /// it cannot look at Docker. At most a /29 (network, gateway, sidecars, agent, broadcast).
+    pub internal_subnet: Option<Subnet>,
+    /// Host file of pack-exec's operator token, created by the control plane (random, like
+    /// the CA key); relative to the project dir or absolute. Mounted when pack-exec is on.
+    pub pack_exec_operator_token: String,
 }
 
 impl Default for RenderOptions {
@@ -125,9 +152,15 @@ impl Default for RenderOptions {
             prefix: DEFAULT_PREFIX.to_string(),
             sidecar_image: None,
             ca: CaFiles::default(),
+            internal_subnet: None,
+            pack_exec_operator_token: DEFAULT_OPERATOR_TOKEN_FILE.to_string(),
         }
     }
 }
+
+/// Smallest agent network: a /29 holds the network address, the gateway, the sidecars
+/// container, the agent and the broadcast address.
+pub const MAX_SUBNET_PREFIX: u8 = 29;
 
 /// Everything a runtime needs to bring a bottle up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,6 +176,11 @@ pub struct Bundle {
     pub packs: Option<Vec<PackCopy>>,
     /// The CA files the control plane must provide before `up` (egress enabled), else `None`.
     pub ca: Option<CaFiles>,
+    /// The host file of pack-exec's operator token the control plane must provide before
+    /// `up` (pack-exec enabled), else `None`.
+    pub pack_exec_operator_token: Option<String>,
+    /// The agent network's subnet (the option's, or the hash choice).
+    pub internal_subnet: Subnet,
     /// Credential files on the host, bind-mounted read-only into the sidecars container only.
     /// The control plane checks they exist; their contents are never read or copied.
     pub credentials: Vec<CredentialMount>,
@@ -155,7 +193,8 @@ pub struct CredentialMount {
     pub name: String,
     /// Absolute path on the host (from the manifest).
     pub host_path: String,
-    /// Path in the sidecars container (`/run/secrets/bottle/<NAME>`).
+    /// Path in the sidecars container (`/run/secrets/bottle/<NAME>`), readable by
+    /// sidecar-init only, which copies it to the daemons that declare it.
     pub target: String,
 }
 
@@ -251,9 +290,36 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
             bad.push(Problem::new("BOT_BOTTLE_SIDECAR_IMAGE", why));
         }
     }
-    if !bad.is_empty() {
-        return Err(RenderError::Options(bad));
+    let subnet = match opts.internal_subnet {
+        Some(s) => Some(s),
+        None => Subnet::for_project(
+            bottle_spec::DEFAULT_SUBNET_POOL,
+            &project_name(&opts.prefix, &m.slug),
+            &[],
+        ),
+    };
+    match subnet {
+        Some(s) if s.prefix <= MAX_SUBNET_PREFIX => {}
+        Some(s) => bad.push(Problem::new(
+            "internal_subnet",
+            format!("{s} is too small: the agent network needs at least a /{MAX_SUBNET_PREFIX}"),
+        )),
+        None => bad.push(Problem::new(
+            "internal_subnet",
+            "the default pool has no free subnet",
+        )),
     }
+    if opts.pack_exec_operator_token.is_empty() || opts.pack_exec_operator_token.contains('\0') {
+        bad.push(Problem::new(
+            "pack_exec_operator_token",
+            "must be a file path",
+        ));
+    }
+    let subnet = match subnet {
+        Some(s) if bad.is_empty() => s,
+        _ => return Err(RenderError::Options(bad)),
+    };
+    let sidecars_ip = subnet.sidecars_ip();
 
     let slug = m.slug.as_str();
     let internal = format!("{slug}-internal");
@@ -261,8 +327,11 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
     let slug_labels = BTreeMap::from([(LABEL_SLUG.to_string(), slug.to_string())]);
     let enabled = enabled_daemons(m);
 
-    // Config files: init's table, then each enabled daemon's own config.
-    let mut files = vec![ConfigFile::json("init", &configs::init::render(m))];
+    // Config files: init's table, the DNS responder's, then each enabled daemon's own.
+    let mut files = vec![
+        ConfigFile::json("init", &configs::init::render(m)),
+        ConfigFile::json(bottle_spec::DNS_NAME, &configs::dns::render(sidecars_ip)),
+    ];
     for d in &enabled {
         files.push(ConfigFile::json(d.name(), &configs::renderer_for(*d)(m)));
     }
@@ -328,7 +397,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         });
         mounts.push(Mount::Bind {
             source: opts.ca.key.clone(),
-            target: configs::CA_KEY.to_string(),
+            target: configs::CA_KEY_MOUNT.to_string(),
             read_only: true,
         });
         agent_mounts.push(Mount::Bind {
@@ -342,6 +411,14 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
             read_only: true,
         });
         opts.ca.clone()
+    });
+    let pack_exec_operator_token = enabled.contains(&Daemon::PackExec).then(|| {
+        mounts.push(Mount::Bind {
+            source: opts.pack_exec_operator_token.clone(),
+            target: configs::OPERATOR_TOKEN_MOUNT.to_string(),
+            read_only: true,
+        });
+        opts.pack_exec_operator_token.clone()
     });
     for (daemon, volume, target) in [
         (
@@ -375,13 +452,25 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         .clone()
         .or_else(|| m.sidecar_image.clone())
         .unwrap_or_else(|| DEFAULT_SIDECAR_IMAGE.to_string());
-    let daemon_list: Vec<&str> = enabled.iter().map(|d| d.name()).collect();
+    // The DNS responder always runs, first.
+    let daemon_list: Vec<&str> = std::iter::once(bottle_spec::DNS_NAME)
+        .chain(enabled.iter().map(|d| d.name()))
+        .collect();
+    let mut published: Vec<u16> = enabled
+        .iter()
+        .filter(|d| d.published())
+        .map(|d| d.port())
+        .collect();
+    if enabled.contains(&Daemon::PackExec) {
+        // The operator listener, for `control-plane packs install|remove`.
+        published.push(bottle_spec::PACK_EXEC_OPERATOR_PORT);
+    }
     let sidecars = Service {
         image: sidecar_image,
         container_name: container_name(&opts.prefix, SIDECARS, slug),
         hostname: Some(SIDECARS.to_string()),
         init: None,
-        user: NOBODY.to_string(),
+        user: SIDECARS_USER.to_string(),
         command: None,
         environment: BTreeMap::from([("SIDECARS_DAEMONS".to_string(), daemon_list.join(","))]),
         labels: role_labels(slug, SIDECARS),
@@ -390,24 +479,28 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
                 internal.clone(),
                 ServiceNetwork {
                     aliases: vec![SIDECARS.to_string()],
+                    ipv4_address: Some(sidecars_ip),
                 },
             ),
             (egress.clone(), ServiceNetwork::default()),
         ]),
-        ports: enabled
-            .iter()
-            .filter(|d| d.published())
-            .map(|d| PortBinding {
+        ports: published
+            .into_iter()
+            .map(|port| PortBinding {
                 host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 host_port: None,
-                container_port: d.port(),
+                container_port: port,
             })
             .collect(),
         volumes: mounts,
         tmpfs: vec![
-            "/tmp".to_string(),
-            "/run/sidecars:uid=65534,gid=65534,mode=0750".to_string(),
+            tmp(&m.resources.sidecars, DEFAULT_SIDECARS_TMP),
+            format!(
+                "/run/sidecars:size={},mode=0755",
+                format_size(RUN_SIDECARS_TMP)
+            ),
         ],
+        cap_add: bottle_spec::INIT_CAPABILITIES.map(String::from).to_vec(),
         healthcheck: Some(Healthcheck {
             test: vec!["CMD".into(), "/sidecar-init".into(), "health".into()],
             interval: "1s".into(),
@@ -416,7 +509,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
             start_period: "10s".into(),
         }),
         depends_on: BTreeMap::new(),
-        ..hardened(&m.resources.sidecars)
+        ..hardened(&m.resources.sidecars, DEFAULT_SIDECARS_PIDS)
     };
 
     let mut env = m.agent.env.clone();
@@ -431,9 +524,12 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         environment: env,
         labels: role_labels(slug, AGENT),
         networks: BTreeMap::from([(internal.clone(), ServiceNetwork::default())]),
+        // Docker's embedded resolver answers the bottle's container names and forwards every
+        // other name to the bottle's DNS responder, which refuses it.
+        dns: vec![IpAddr::V4(sidecars_ip)],
         ports: vec![],
         volumes: agent_mounts,
-        tmpfs: vec!["/tmp".to_string()],
+        tmpfs: vec![tmp(&m.resources.agent, DEFAULT_AGENT_TMP)],
         healthcheck: None,
         depends_on: BTreeMap::from([(
             SIDECARS.to_string(),
@@ -441,7 +537,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
                 condition: "service_healthy".to_string(),
             },
         )]),
-        ..hardened(&m.resources.agent)
+        ..hardened(&m.resources.agent, DEFAULT_AGENT_PIDS)
     };
 
     let project = Project {
@@ -459,6 +555,12 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
                         ),
                         (INHIBIT_IPV4_OPTION.to_string(), "true".to_string()),
                     ]),
+                    ipam: Some(Ipam {
+                        config: vec![IpamPool {
+                            subnet: subnet.to_string(),
+                            gateway: subnet.gateway(),
+                        }],
+                    }),
                     labels: slug_labels.clone(),
                 },
             ),
@@ -467,6 +569,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
                 Network {
                     internal: false,
                     driver_opts: BTreeMap::new(),
+                    ipam: None,
                     labels: slug_labels,
                 },
             ),
@@ -479,8 +582,21 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         files,
         packs,
         ca,
+        pack_exec_operator_token,
+        internal_subnet: subnet,
         credentials,
     })
+}
+
+/// A service's `/tmp` tmpfs: `resources.<service>.tmp_size` or `default` bytes, world-writable
+/// with the sticky bit.
+fn tmp(limits: &Limits, default: u64) -> String {
+    let size = limits
+        .tmp_size
+        .as_deref()
+        .and_then(parse_size)
+        .unwrap_or(default);
+    format!("/tmp:size={},mode=1777", format_size(size))
 }
 
 fn role_labels(slug: &str, role: &str) -> BTreeMap<String, String> {
@@ -491,7 +607,7 @@ fn role_labels(slug: &str, role: &str) -> BTreeMap<String, String> {
 }
 
 /// The hardening both services share; callers fill in the rest.
-fn hardened(limits: &Limits) -> Service {
+fn hardened(limits: &Limits, default_pids: u32) -> Service {
     Service {
         image: String::new(),
         container_name: String::new(),
@@ -502,16 +618,19 @@ fn hardened(limits: &Limits) -> Service {
         environment: BTreeMap::new(),
         labels: BTreeMap::new(),
         networks: BTreeMap::new(),
+        dns: vec![],
         ports: vec![],
         volumes: vec![],
         tmpfs: vec![],
         read_only: true,
         cap_drop: vec!["ALL".to_string()],
+        cap_add: vec![],
         security_opt: vec!["no-new-privileges:true".to_string()],
         depends_on: BTreeMap::new(),
         healthcheck: None,
         stop_grace_period: STOP_GRACE.to_string(),
         cpus: limits.cpus,
         mem_limit: limits.memory.clone(),
+        pids_limit: Some(limits.pids.unwrap_or(default_pids)),
     }
 }

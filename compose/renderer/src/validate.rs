@@ -8,13 +8,20 @@ use std::collections::BTreeSet;
 
 use crate::daemon::Daemon;
 use crate::error::Problem;
-use crate::manifest::{Limits, Manifest};
+use crate::manifest::{HandlerLimits, Limits, Manifest};
 
 /// Longest slug: keeps `bot-bottle-sidecars-<slug>` and network names well under Docker's
 /// limits.
 pub const MAX_SLUG_LEN: usize = 41;
 /// Bundle-wide shutdown budget of sidecar-init (ms); one daemon's grace cannot exceed it.
 pub const MAX_GRACE_MS: u64 = 8000;
+/// Largest `pids` of a service (the kernel's `pid_max` ceiling).
+pub const MAX_PIDS: u32 = 4_194_304;
+/// Smallest `resources.agent.pids`.
+pub const MIN_AGENT_PIDS: u32 = 16;
+/// Smallest `resources.sidecars.pids`: init, up to six daemons with their runtime threads,
+/// and handlers all count.
+pub const MIN_SIDECARS_PIDS: u32 = 64;
 
 /// Every problem of `m`; empty means valid.
 pub fn problems(m: &Manifest) -> Vec<Problem> {
@@ -33,8 +40,25 @@ pub fn problems(m: &Manifest) -> Vec<Problem> {
     egress_inputs(m, &mut p);
     git(m, &mut p);
     packs(m, &mut p);
-    limits("resources.agent", &m.resources.agent, &mut p);
-    limits("resources.sidecars", &m.resources.sidecars, &mut p);
+    limits(
+        "resources.agent",
+        &m.resources.agent,
+        MIN_AGENT_PIDS,
+        &mut p,
+    );
+    limits(
+        "resources.sidecars",
+        &m.resources.sidecars,
+        MIN_SIDECARS_PIDS,
+        &mut p,
+    );
+    if let Some(h) = &m.resources.handlers {
+        needs(m, "resources.handlers", Daemon::PackExec, &mut p);
+        handler_limits(h, &mut p);
+    }
+    if m.allow_unsigned_packs {
+        needs(m, "allow_unsigned_packs", Daemon::PackExec, &mut p);
+    }
     if let Some(image) = &m.sidecar_image {
         if let Err(why) = check_image(image) {
             p.push(Problem::new("sidecar_image", why));
@@ -411,7 +435,7 @@ pub fn pack_dir_name(path: &str) -> Option<&str> {
     ok.then_some(last)
 }
 
-fn limits(base: &str, l: &Limits, p: &mut Vec<Problem>) {
+fn limits(base: &str, l: &Limits, min_pids: u32, p: &mut Vec<Problem>) {
     if let Some(cpus) = l.cpus {
         if !(cpus > 0.0 && cpus <= 1024.0) {
             p.push(Problem::new(
@@ -427,6 +451,53 @@ fn limits(base: &str, l: &Limits, p: &mut Vec<Problem>) {
                 format!("{mem:?} is not a size like 512m or 2g (number, then b, k, m or g), at least 4m"),
             ));
         }
+    }
+    if let Some(pids) = l.pids {
+        if !(min_pids..=MAX_PIDS).contains(&pids) {
+            p.push(Problem::new(
+                format!("{base}.pids"),
+                format!("{pids} is out of range ({min_pids} to {MAX_PIDS})"),
+            ));
+        }
+    }
+    if let Some(size) = &l.tmp_size {
+        size_at_least(&format!("{base}.tmp_size"), size, 1 << 20, "1m", p);
+    }
+}
+
+fn handler_limits(h: &HandlerLimits, p: &mut Vec<Problem>) {
+    let base = "resources.handlers";
+    if let Some(n) = h.processes {
+        if !(1..=65_536).contains(&n) {
+            p.push(Problem::new(
+                format!("{base}.processes"),
+                format!("{n} is out of range (1 to 65536)"),
+            ));
+        }
+    }
+    if let Some(n) = h.open_files {
+        if !(16..=1_048_576).contains(&n) {
+            p.push(Problem::new(
+                format!("{base}.open_files"),
+                format!("{n} is out of range (16 to 1048576)"),
+            ));
+        }
+    }
+    if let Some(size) = &h.address_space {
+        size_at_least(&format!("{base}.address_space"), size, 16 << 20, "16m", p);
+    }
+    if let Some(size) = &h.file_size {
+        size_at_least(&format!("{base}.file_size"), size, 1 << 10, "1k", p);
+    }
+}
+
+/// A problem at `path` unless `size` parses ([`parse_size`]) to at least `floor` bytes.
+fn size_at_least(path: &str, size: &str, floor: u64, floor_text: &str, p: &mut Vec<Problem>) {
+    if parse_size(size).is_none_or(|bytes| bytes < floor) {
+        p.push(Problem::new(
+            path,
+            format!("{size:?} is not a size like 64m or 1g (number, then b, k, m or g), at least {floor_text}"),
+        ));
     }
 }
 
@@ -521,21 +592,36 @@ fn is_host_pattern(s: &str) -> bool {
 }
 
 fn is_memory(s: &str) -> bool {
+    parse_size(s).is_some_and(|bytes| bytes >= 4 << 20)
+}
+
+/// A size of the manifest in bytes: digits, then an optional unit `b`, `k`, `m` or `g`
+/// (powers of 1024; lowercase). `None` when malformed or too large for 64 bits.
+pub fn parse_size(s: &str) -> Option<u64> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, ""),
     };
-    let Ok(n) = digits.parse::<u64>() else {
-        return false;
-    };
+    let n = digits.parse::<u64>().ok()?;
     let factor: u64 = match unit {
         "" | "b" => 1,
         "k" => 1 << 10,
         "m" => 1 << 20,
         "g" => 1 << 30,
-        _ => return false,
+        _ => return None,
     };
-    n.checked_mul(factor).is_some_and(|bytes| bytes >= 4 << 20)
+    n.checked_mul(factor)
+}
+
+/// `bytes` in the largest unit that divides it exactly (`64m`, `1g`, `1536k`, `100`): what
+/// tmpfs's `size=` takes (no `b` suffix).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, factor) in [("g", 1u64 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+        if bytes != 0 && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
 }
 
 /// An image reference: no whitespace, no `$`, characters Docker accepts in a reference.
@@ -595,6 +681,17 @@ mod tests {
         assert!(!is_memory("512M"));
         assert!(!is_memory("m"));
         assert!(!is_memory("99999999999999999999g"));
+        assert!(!is_memory("18446744073709551615g"));
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("100b"), Some(100));
+        assert_eq!(parse_size("7"), Some(7));
+        assert_eq!(parse_size("1G"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(format_size(64 << 20), "64m");
+        assert_eq!(format_size(1 << 30), "1g");
+        assert_eq!(format_size(1536 << 10), "1536k");
+        assert_eq!(format_size(100), "100");
+        assert_eq!(format_size(0), "0");
     }
 
     #[test]

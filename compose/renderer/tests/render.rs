@@ -43,12 +43,18 @@ fn both_services_are_hardened() {
         assert!(s.read_only, "{name}");
         assert_eq!(s.cap_drop, ["ALL"], "{name}");
         assert_eq!(s.security_opt, ["no-new-privileges:true"], "{name}");
-        assert_eq!(s.user, "65534:65534", "{name}");
-        assert!(s.tmpfs.iter().any(|t| t == "/tmp"), "{name}");
+        assert!(s.tmpfs.iter().any(|t| t.starts_with("/tmp:")), "{name}");
+        assert!(s.pids_limit.is_some(), "{name}");
         assert_eq!(s.stop_grace_period, "10s", "{name}");
         assert_eq!(s.labels["io.bot-bottle.slug"], "demo");
         assert_eq!(s.labels["io.bot-bottle.role"], name.as_str());
     }
+    let agent = &b.project.services[AGENT];
+    assert_eq!(agent.user, "65534:65534");
+    assert!(
+        agent.cap_add.is_empty(),
+        "the agent gets no capability back"
+    );
     let sc = &b.project.services[SIDECARS];
     assert!(sc.tmpfs.iter().any(|t| t.starts_with("/run/sidecars:")));
     // supervise's queue is a named volume (when enabled), not a tmpfs: approvals survive a
@@ -67,14 +73,15 @@ fn pack_exec_env_ports_mounts_and_config() {
     )
     .unwrap();
     let sc = &b.project.services[SIDECARS];
-    assert_eq!(sc.environment["SIDECARS_DAEMONS"], "pack-exec");
+    assert_eq!(sc.environment["SIDECARS_DAEMONS"], "dns,pack-exec");
+    // The agent listener and the operator listener, loopback only, ephemeral host ports.
     assert_eq!(
         sc.ports,
-        [PortBinding {
+        [9000, 9001].map(|container_port| PortBinding {
             host_ip: "127.0.0.1".parse().unwrap(),
             host_port: None,
-            container_port: 9000
-        }]
+            container_port
+        })
     );
     let agent = &b.project.services[AGENT];
     assert_eq!(agent.environment["PACK_EXEC_URL"], "http://sidecars:9000");
@@ -100,16 +107,40 @@ fn pack_exec_env_ports_mounts_and_config() {
         targets,
         [
             ("/etc/sidecars/init.json", true),
+            ("/etc/sidecars/dns.json", true),
             ("/etc/sidecars/pack-exec.json", true),
             ("/etc/sidecars/packs", true),
             ("/var/lib/sidecars/packs", false),
+            ("/run/secrets/bundle/pack-exec-operator-token", true),
         ]
     );
-    let packs = b.packs.unwrap();
+    let packs = b.packs.clone().unwrap();
     assert_eq!(packs[0].dest, "packs/cmd.x");
-    let cfg: serde_json::Value = serde_json::from_str(&b.files[1].contents).unwrap();
+    let cfg = config(&b, "pack-exec");
     assert_eq!(cfg["packs_dir"], "/etc/sidecars/packs");
     assert_eq!(cfg["listen"], "0.0.0.0:9000");
+    assert_eq!(cfg["spawner"], "/run/sidecars/spawn.sock");
+    assert_eq!(cfg["operator_listen"], "default-route:9001");
+    assert_eq!(
+        cfg["operator_token_file"],
+        "/run/sidecars/credentials/pack-exec/operator-token"
+    );
+    assert_eq!(cfg["allow_unsigned"], false);
+    assert_eq!(
+        b.pack_exec_operator_token.as_deref(),
+        Some("./secrets/pack-exec-operator-token")
+    );
+}
+
+/// A rendered config file (`init`, `dns` or a daemon's), parsed.
+fn config(b: &bottle_compose::Bundle, stem: &str) -> serde_json::Value {
+    let path = format!("config/{stem}.json");
+    let f = b
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("no {path}"));
+    serde_json::from_str(&f.contents).unwrap()
 }
 
 #[test]
@@ -283,13 +314,14 @@ fn every_daemon_can_be_enabled_in_dependency_order() {
     let sc = &b.project.services[SIDECARS];
     assert_eq!(
         sc.environment["SIDECARS_DAEMONS"],
-        "egress,pipelock,git-gate,supervise,pack-exec"
+        "dns,egress,pipelock,git-gate,supervise,pack-exec"
     );
     let files: Vec<_> = b.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         files,
         [
             "config/init.json",
+            "config/dns.json",
             "config/egress.json",
             "config/pipelock.json",
             "config/git-gate.json",
@@ -297,9 +329,10 @@ fn every_daemon_can_be_enabled_in_dependency_order() {
             "config/pack-exec.json"
         ]
     );
-    // egress is not published: only pipelock reaches it.
+    // egress is not published: only pipelock reaches it. supervise's operator listener stays
+    // on the container's loopback; pack-exec's (9001) is published for the control plane.
     let ports: Vec<_> = sc.ports.iter().map(|p| p.container_port).collect();
-    assert_eq!(ports, [8888, 9418, 9100, 9000]);
+    assert_eq!(ports, [8888, 9418, 9100, 9000, 9001]);
     // The init table with pipelock enabled keeps the image's ordering and reload signal.
     let init: serde_json::Value = serde_json::from_str(&b.files[0].contents).unwrap();
     let pipelock = init["daemons"]
@@ -390,7 +423,7 @@ fn the_ca_goes_to_egress_and_only_the_certificate_to_the_agent() {
     )));
     assert!(sc.contains(&(
         "/state/ca/k.pem".into(),
-        "/etc/sidecars/ca/ca.key".into(),
+        "/run/secrets/bundle/ca.key".into(),
         true
     )));
     let agent = mounts(&b.project.services[AGENT]);
@@ -473,8 +506,8 @@ fn pipelock_goes_direct_without_egress() {
     assert_eq!(
         v["secret_files"],
         serde_json::json!([
-            "/run/secrets/bottle/GITHUB_TOKEN",
-            "/run/secrets/bottle/OPENAI_KEY"
+            "/run/sidecars/credentials/pipelock/GITHUB_TOKEN",
+            "/run/sidecars/credentials/pipelock/OPENAI_KEY"
         ])
     );
 }
@@ -498,7 +531,9 @@ fn route_references_become_egress_cred_templates() {
         v["routes"][0]["headers"],
         serde_json::json!({"X-A": "${cred:A}", "X-B": "k=${cred:B}"})
     );
-    assert_eq!(v["credentials_dir"], "/run/secrets/bottle");
+    assert_eq!(v["credentials_dir"], "/run/sidecars/credentials/egress");
+    assert_eq!(v["ca_key"], "/run/sidecars/credentials/egress/ca.key");
+    assert_eq!(v["ca_cert"], "/etc/sidecars/ca/ca.crt");
 }
 
 #[test]
@@ -509,4 +544,325 @@ fn internal_bridge_name_is_short_stable_and_distinct() {
     assert!(a.starts_with("bb"));
     assert_eq!(a, internal_bridge_name("bot-bottle-example"), "stable");
     assert_ne!(a, internal_bridge_name("bot-bottle-example2"));
+}
+
+// --- the bundle's walls (docs/security.md) ------------------------------------------------
+
+#[test]
+fn the_sidecars_container_is_root_with_only_inits_capabilities() {
+    let b = render(&full(), &RenderOptions::default()).unwrap();
+    let sc = &b.project.services[SIDECARS];
+    assert_eq!(sc.user, "0:0");
+    assert_eq!(sc.cap_drop, ["ALL"]);
+    assert_eq!(sc.cap_add, bottle_spec::INIT_CAPABILITIES);
+    assert_eq!(sc.cap_add, ["CHOWN", "KILL", "SETGID", "SETUID"]);
+    assert_eq!(sc.security_opt, ["no-new-privileges:true"]);
+    assert!(sc.read_only);
+}
+
+#[test]
+fn every_init_entry_runs_as_its_own_uid_and_dns_always_runs_first() {
+    for m in [manifest(""), full()] {
+        let cfg = init::render(&m);
+        assert_eq!(cfg.daemons[0].name, "dns");
+        for entry in &cfg.daemons {
+            let expected = match Daemon::from_name(&entry.name) {
+                Some(d) => d.user(),
+                None => {
+                    assert_eq!(entry.name, bottle_spec::DNS_NAME);
+                    "10006:10006".to_string()
+                }
+            };
+            assert_eq!(
+                entry.user.as_deref(),
+                Some(expected.as_str()),
+                "{}",
+                entry.name
+            );
+        }
+        let b = render(&m, &RenderOptions::default()).unwrap();
+        assert!(b.project.services[SIDECARS].environment["SIDECARS_DAEMONS"].starts_with("dns,"));
+    }
+    let dns = serde_json::to_value(init::dns_daemon()).unwrap();
+    assert_eq!(
+        dns,
+        serde_json::json!({
+            "name": "dns",
+            "argv": ["/usr/local/bin/sidecars", "dns", "--config", "/etc/sidecars/dns.json"],
+            "env": {},
+            "user": "10006:10006",
+            "ready": {"tcp": 53},
+            "depends_on": [],
+            "restart": "on-failure",
+            "grace_ms": 5000,
+            "reload_signal": null,
+            "forward_signals": []
+        })
+    );
+    // Not a manifest daemon: it cannot be listed or configured.
+    assert!(Daemon::from_name("dns").is_none());
+}
+
+fn init_entry(cfg: &serde_json::Value, name: &str) -> serde_json::Value {
+    cfg["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in init.json"))
+        .clone()
+}
+
+#[test]
+fn each_daemon_declares_exactly_the_credentials_it_uses() {
+    let b = render(&full(), &RenderOptions::default()).unwrap();
+    let cfg = config(&b, "init");
+    let creds = |name: &str| init_entry(&cfg, name)["credentials"].clone();
+    assert_eq!(
+        creds("egress"),
+        serde_json::json!({
+            "GITHUB_TOKEN": "/run/secrets/bottle/GITHUB_TOKEN",
+            "OPENAI_KEY": "/run/secrets/bottle/OPENAI_KEY",
+            "ca.key": "/run/secrets/bundle/ca.key"
+        })
+    );
+    assert_eq!(
+        creds("pipelock"),
+        serde_json::json!({
+            "GITHUB_TOKEN": "/run/secrets/bottle/GITHUB_TOKEN",
+            "OPENAI_KEY": "/run/secrets/bottle/OPENAI_KEY"
+        })
+    );
+    assert_eq!(
+        creds("git-gate"),
+        serde_json::json!({"GITHUB_TOKEN": "/run/secrets/bottle/GITHUB_TOKEN"})
+    );
+    assert_eq!(
+        creds("pack-exec"),
+        serde_json::json!({"operator-token": "/run/secrets/bundle/pack-exec-operator-token"})
+    );
+    assert_eq!(
+        creds("supervise"),
+        serde_json::Value::Null,
+        "omitted when none"
+    );
+    assert_eq!(creds("dns"), serde_json::Value::Null);
+
+    // Every source init copies from is mounted read-only into the sidecars container.
+    let sc = mounts(&b.project.services[SIDECARS]);
+    for entry in cfg["daemons"].as_array().unwrap() {
+        for source in entry["credentials"]
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.values())
+        {
+            let source = source.as_str().unwrap();
+            assert!(
+                sc.iter().any(|(_, t, ro)| t == source && *ro),
+                "{source} is not mounted"
+            );
+        }
+    }
+    // The paths the daemons' configs name are in their own credentials directories.
+    assert_eq!(
+        config(&b, "egress")["vault"]["OPENAI_KEY"]["file"],
+        "/run/sidecars/credentials/egress/OPENAI_KEY"
+    );
+    assert_eq!(
+        config(&b, "git-gate")["credentials_dir"],
+        "/run/sidecars/credentials/git-gate"
+    );
+
+    // A disabled daemon declares nothing (its secrets are not mounted).
+    let cfg = init::render(&manifest(""));
+    for d in [Daemon::Egress, Daemon::Pipelock, Daemon::GitGate] {
+        let entry = cfg.daemons.iter().find(|e| e.name == d.name()).unwrap();
+        assert!(entry.credentials.is_empty(), "{d}");
+    }
+    // The bundle paths are the contract's.
+    assert_eq!(
+        bottle_compose::configs::CA_KEY_MOUNT,
+        format!(
+            "{}/{}",
+            bottle_spec::BUNDLE_SECRETS_MOUNT,
+            bottle_spec::CA_KEY_CREDENTIAL
+        )
+    );
+    assert!(bottle_compose::configs::OPERATOR_TOKEN_MOUNT
+        .starts_with(&format!("{}/", bottle_spec::BUNDLE_SECRETS_MOUNT)));
+}
+
+#[test]
+fn handlers_come_with_pack_exec_and_take_the_manifests_limits() {
+    let cfg = config(
+        &render(&manifest(""), &RenderOptions::default()).unwrap(),
+        "init",
+    );
+    assert_eq!(
+        cfg["handlers"],
+        serde_json::json!({
+            "socket": "/run/sidecars/spawn.sock",
+            "client_uid": 10005,
+            "first_uid": 10100,
+            "last_uid": 10163,
+            "tmp_dir": "/tmp",
+            "limits": {
+                "processes": 64,
+                "address_space_bytes": 1073741824u64,
+                "file_size_bytes": 67108864,
+                "open_files": 256
+            }
+        })
+    );
+    let m = manifest(
+        "[resources.handlers]\nprocesses = 8\naddress_space = \"512m\"\nfile_size = \"1m\"\nopen_files = 64",
+    );
+    let cfg = config(&render(&m, &RenderOptions::default()).unwrap(), "init");
+    assert_eq!(
+        cfg["handlers"]["limits"],
+        serde_json::json!({
+            "processes": 8,
+            "address_space_bytes": 536870912,
+            "file_size_bytes": 1048576,
+            "open_files": 64
+        })
+    );
+    // Partly set: the rest keep their defaults.
+    let m = manifest("[resources.handlers]\nopen_files = 100");
+    let cfg = config(&render(&m, &RenderOptions::default()).unwrap(), "init");
+    assert_eq!(cfg["handlers"]["limits"]["open_files"], 100);
+    assert_eq!(cfg["handlers"]["limits"]["processes"], 64);
+    // No pack-exec, no spawner.
+    let m = manifest("daemons = [\"supervise\"]");
+    let cfg = config(&render(&m, &RenderOptions::default()).unwrap(), "init");
+    assert_eq!(cfg.get("handlers"), None);
+}
+
+#[test]
+fn allow_unsigned_packs_reaches_pack_exec() {
+    let b = render(
+        &manifest("allow_unsigned_packs = true"),
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(config(&b, "pack-exec")["allow_unsigned"], true);
+}
+
+#[test]
+fn pids_and_tmpfs_sizes_have_defaults_the_manifest_can_change() {
+    let b = render(&manifest(""), &RenderOptions::default()).unwrap();
+    let (agent, sc) = (&b.project.services[AGENT], &b.project.services[SIDECARS]);
+    assert_eq!(agent.pids_limit, Some(1024));
+    assert_eq!(sc.pids_limit, Some(512));
+    assert_eq!(agent.tmpfs, ["/tmp:size=256m,mode=1777"]);
+    assert_eq!(
+        sc.tmpfs,
+        [
+            "/tmp:size=64m,mode=1777",
+            "/run/sidecars:size=16m,mode=0755"
+        ]
+    );
+    let m = manifest(
+        "[resources.agent]\npids = 100\ntmp_size = \"1g\"\n[resources.sidecars]\npids = 2000\ntmp_size = \"1536k\"",
+    );
+    let b = render(&m, &RenderOptions::default()).unwrap();
+    let (agent, sc) = (&b.project.services[AGENT], &b.project.services[SIDECARS]);
+    assert_eq!(agent.pids_limit, Some(100));
+    assert_eq!(sc.pids_limit, Some(2000));
+    assert_eq!(agent.tmpfs, ["/tmp:size=1g,mode=1777"]);
+    assert_eq!(sc.tmpfs[0], "/tmp:size=1536k,mode=1777");
+    // A size in bytes is written without a unit (tmpfs takes no `b`).
+    let m = manifest("[resources.agent]\ntmp_size = \"1048577b\"");
+    let b = render(&m, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        b.project.services[AGENT].tmpfs,
+        ["/tmp:size=1048577,mode=1777"]
+    );
+}
+
+#[test]
+fn the_agent_network_has_a_fixed_subnet_and_the_agent_resolves_through_the_sidecars() {
+    use bottle_spec::Subnet;
+    let m = manifest("");
+    let b = render(&m, &RenderOptions::default()).unwrap();
+    // Default: the hash choice for the project, no taken list.
+    let expected =
+        Subnet::for_project(bottle_spec::DEFAULT_SUBNET_POOL, "bot-bottle-demo", &[]).unwrap();
+    assert_eq!(b.internal_subnet, expected);
+    let check = |b: &bottle_compose::Bundle, subnet: Subnet| {
+        let ip = subnet.sidecars_ip();
+        let net = &b.project.networks["demo-internal"];
+        let ipam = net.ipam.as_ref().expect("ipam");
+        assert_eq!(ipam.config.len(), 1);
+        assert_eq!(ipam.config[0].subnet, subnet.to_string());
+        assert_eq!(ipam.config[0].gateway, subnet.gateway());
+        assert!(b.project.networks["demo-egress"].ipam.is_none());
+        let sc = &b.project.services[SIDECARS];
+        assert_eq!(sc.networks["demo-internal"].ipv4_address, Some(ip));
+        assert_eq!(sc.networks["demo-egress"].ipv4_address, None);
+        assert!(sc.dns.is_empty());
+        let agent = &b.project.services[AGENT];
+        assert_eq!(agent.dns, [std::net::IpAddr::V4(ip)]);
+        assert_eq!(agent.networks["demo-internal"].ipv4_address, None);
+        assert_eq!(
+            config(b, "dns"),
+            serde_json::json!({
+                "listen": "0.0.0.0:53",
+                "names": {"sidecars": [ip.to_string()]},
+                "ttl_s": 60
+            })
+        );
+    };
+    check(&b, expected);
+    // The control plane's pick wins.
+    let picked = Subnet::parse("10.99.0.16/28").unwrap();
+    let opts = RenderOptions {
+        internal_subnet: Some(picked),
+        ..RenderOptions::default()
+    };
+    let b = render(&m, &opts).unwrap();
+    assert_eq!(b.internal_subnet, picked);
+    check(&b, picked);
+    let yaml = bottle_compose::to_yaml(&b.project).unwrap();
+    assert!(yaml.contains("ipv4_address: 10.99.0.18"), "{yaml}");
+    assert!(
+        yaml.contains("subnet: 10.99.0.16/28\n        gateway: 10.99.0.17"),
+        "{yaml}"
+    );
+    // Too small for the gateway, the sidecars and the agent.
+    let opts = RenderOptions {
+        internal_subnet: Some(Subnet::parse("10.99.0.16/30").unwrap()),
+        ..RenderOptions::default()
+    };
+    match render(&m, &opts) {
+        Err(RenderError::Options(p)) => assert_eq!(p[0].path, "internal_subnet", "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_operator_token_is_mounted_only_with_pack_exec() {
+    let opts = RenderOptions {
+        pack_exec_operator_token: "/state/tok".into(),
+        ..RenderOptions::default()
+    };
+    let b = render(&manifest(""), &opts).unwrap();
+    assert_eq!(b.pack_exec_operator_token.as_deref(), Some("/state/tok"));
+    assert!(mounts(&b.project.services[SIDECARS]).contains(&(
+        "/state/tok".into(),
+        "/run/secrets/bundle/pack-exec-operator-token".into(),
+        true
+    )));
+    assert!(mounts(&b.project.services[AGENT])
+        .iter()
+        .all(|(s, t, _)| s != "/state/tok" && !t.contains("operator")));
+    let b = render(&manifest("daemons = [\"supervise\"]"), &opts).unwrap();
+    assert_eq!(b.pack_exec_operator_token, None);
+    assert!(mounts(&b.project.services[SIDECARS])
+        .iter()
+        .all(|(s, _, _)| s != "/state/tok"));
+    assert!(b.project.services[SIDECARS]
+        .ports
+        .iter()
+        .all(|p| p.container_port != 9001));
 }

@@ -341,3 +341,68 @@ upstream = "/srv/repo.git"
         has(&p, prefix);
     }
 }
+
+#[test]
+fn resource_bounds_are_checked_with_their_paths() {
+    let p = problems(&format!(
+        "slug = \"a\"\n{AGENT}\
+         [resources.agent]\npids = 3\ntmp_size = \"512k\"\n\
+         [resources.sidecars]\npids = 10\ntmp_size = \"lots\"\n\
+         [resources.handlers]\nprocesses = 0\naddress_space = \"1m\"\nfile_size = \"1b\"\nopen_files = 2\n"
+    ));
+    for prefix in [
+        "resources.agent.pids: 3 is out of range (16 to 4194304)",
+        "resources.agent.tmp_size: \"512k\" is not a size",
+        "resources.sidecars.pids: 10 is out of range (64 to 4194304)",
+        "resources.sidecars.tmp_size: \"lots\" is not a size",
+        "resources.handlers.processes: 0 is out of range (1 to 65536)",
+        "resources.handlers.address_space: \"1m\" is not a size",
+        "resources.handlers.file_size: \"1b\" is not a size",
+        "resources.handlers.open_files: 2 is out of range (16 to 1048576)",
+    ] {
+        has(&p, prefix);
+    }
+    assert_eq!(p.len(), 8, "{p:#?}");
+    // In range: accepted.
+    let ok = format!(
+        "slug = \"a\"\n{AGENT}\
+         [resources.agent]\npids = 16\ntmp_size = \"1m\"\n\
+         [resources.sidecars]\npids = 64\n\
+         [resources.handlers]\nprocesses = 1\naddress_space = \"16m\"\nfile_size = \"1k\"\nopen_files = 16\n"
+    );
+    assert!(Manifest::parse(&ok, Some("t.toml")).is_ok());
+}
+
+#[test]
+fn handler_limits_and_unsigned_packs_need_pack_exec() {
+    let p = problems(&format!(
+        "slug = \"a\"\ndaemons = [\"supervise\"]\nallow_unsigned_packs = true\n{AGENT}\
+         [resources.handlers]\nopen_files = 64\n"
+    ));
+    has(
+        &p,
+        "resources.handlers: is used by pack-exec, which is not in `daemons`",
+    );
+    has(
+        &p,
+        "allow_unsigned_packs: is used by pack-exec, which is not in `daemons`",
+    );
+    // false is the default: saying so needs nothing.
+    let text =
+        format!("slug = \"a\"\ndaemons = [\"supervise\"]\nallow_unsigned_packs = false\n{AGENT}");
+    assert!(Manifest::parse(&text, Some("t.toml")).is_ok());
+}
+
+#[test]
+fn unknown_resource_keys_are_named() {
+    let (field, message) = parse_error(
+        &format!("slug = \"a\"\n{AGENT}[resources.handlers]\nprocess = 1\n"),
+        "t.toml",
+    );
+    assert_eq!(field, "resources.handlers.process", "{message}");
+    let (field, _) = parse_error(
+        &format!("slug = \"a\"\n{AGENT}[resources.agent]\npids = \"many\"\n"),
+        "t.toml",
+    );
+    assert_eq!(field, "resources.agent.pids");
+}

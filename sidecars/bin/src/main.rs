@@ -25,6 +25,7 @@ enum Daemon {
     GitGateHook(git_gate::cli::HookArgs),
     Pipelock(pipelock::cli::Args),
     Egress(egress::cli::Args),
+    Dns(dns::cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +38,6 @@ fn main() -> ExitCode {
         Daemon::GitGateHook(args) => git_gate::cli::hook_main(args),
         Daemon::Pipelock(args) => pipelock::cli::main(args),
         Daemon::Egress(args) => egress::cli::main(args),
+        Daemon::Dns(args) => dns::cli::main(args),
     }
 }

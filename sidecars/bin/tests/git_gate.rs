@@ -406,3 +406,40 @@ fn traversal_and_unknown_repositories_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown repository 'nope'"));
 }
+
+#[test]
+fn a_hook_planted_in_the_mirror_is_never_run_and_the_push_is_still_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    // Whoever can write the mirror (git-gate's uid) plants an accept-all hook.
+    let hooks = gate.base_dir.join("app.git/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let planted = hooks.join("pre-receive");
+    std::fs::write(&planted, "#!/bin/sh\ntouch \"$0.ran\"\nexit 0\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::process::Command::new("git")
+        .args(["config", "core.hooksPath"])
+        .arg(&hooks)
+        .current_dir(gate.base_dir.join("app.git"))
+        .status()
+        .unwrap();
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let before = git::rev(&upstream, "refs/heads/main");
+    git::commit_file(
+        &work,
+        "k.env",
+        &format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"),
+        "key",
+    );
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok, "the planted hook accepted a dirty push: {err}");
+    assert!(err.contains("push refused"), "{err}");
+    assert!(
+        !hooks.join("pre-receive.ran").exists(),
+        "the planted hook ran"
+    );
+    assert_eq!(git::rev(&upstream, "refs/heads/main"), before);
+}

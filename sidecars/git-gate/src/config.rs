@@ -29,7 +29,13 @@ pub struct Config {
     pub hook_program: Option<PathBuf>,
     /// Longest a single upstream fetch or push may take, in seconds.
     pub upstream_timeout_s: u64,
+    /// Directory holding the `pre-receive` hook every push runs (`core.hooksPath`, passed on
+    /// receive-pack's command line). In the image it is read-only: no process can rewrite it.
+    pub hooks_dir: PathBuf,
 }
+
+/// Where the image ships the hook (read-only root filesystem).
+pub const DEFAULT_HOOKS_DIR: &str = "/usr/share/sidecars/git-hooks";
 
 impl Default for Config {
     fn default() -> Self {
@@ -42,6 +48,7 @@ impl Default for Config {
             max_connections: 64,
             hook_program: None,
             upstream_timeout_s: 300,
+            hooks_dir: PathBuf::from(DEFAULT_HOOKS_DIR),
         }
     }
 }

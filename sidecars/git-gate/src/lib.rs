@@ -65,6 +65,14 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// `hooks_dir` has no usable `pre-receive` hook.
+    #[error("hooks_dir: {path}: {source} (the image ships the hook at /usr/share/sidecars/git-hooks/pre-receive)")]
+    Hooks {
+        /// The hook's path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The hook program is unknown (no `hook_program` and no current executable).
     #[error("cannot find the hook program: {0}")]
     HookProgram(std::io::Error),
@@ -86,6 +94,38 @@ pub fn repo_from_path(path: &str) -> Result<&str, &'static str> {
     Ok(p)
 }
 
+/// The hook must exist and be executable; a hook git-gate's own uid could rewrite is logged,
+/// since the wall is that nothing in the container can (see [`mirror::HOOK_SCRIPT`]).
+fn check_hooks_dir(dir: &std::path::Path) -> Result<(), RunError> {
+    use std::os::unix::fs::MetadataExt;
+    let hook = dir.join("pre-receive");
+    let meta = std::fs::metadata(&hook).map_err(|source| RunError::Hooks {
+        path: hook.clone(),
+        source,
+    })?;
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return Err(RunError::Hooks {
+            path: hook,
+            source: std::io::Error::other("not an executable file"),
+        });
+    }
+    let writable = nix::unistd::access(&hook, nix::unistd::AccessFlags::W_OK).is_ok()
+        && !is_read_only_mount(&hook);
+    if writable {
+        tracing::warn!(
+            hook = %hook.display(),
+            "the pre-receive hook is writable by git-gate's uid; in the image it is read-only"
+        );
+    }
+    Ok(())
+}
+
+fn is_read_only_mount(path: &std::path::Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
+}
+
 /// Prepare the mirrors, then serve git:// on `listener` until `shutdown`.
 pub async fn run(
     listener: TcpListener,
@@ -96,6 +136,7 @@ pub async fn run(
         path: config.base_dir.clone(),
         source,
     })?;
+    check_hooks_dir(&config.hooks_dir)?;
     let hook_program = match &config.hook_program {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(RunError::HookProgram)?,

@@ -11,17 +11,13 @@ use crate::config::RepoConfig;
 use crate::credentials::{credential_path, upstream_env, CredentialError};
 use crate::git::{git, GitError};
 
-/// The pre-receive hook installed in every mirror. It only hands over to the `sidecars`
-/// binary named by git-gate in the environment of the receive-pack it spawns; anything else
-/// that runs receive-pack on the mirror (there is nothing else) would be refused.
-pub const HOOK_SCRIPT: &str = r#"#!/bin/sh
-# Installed by git-gate: every push is scanned and forwarded by the sidecars binary.
-if [ -z "$GIT_GATE_HOOK_BIN" ]; then
-  echo "git-gate: push refused: receive-pack was not started by git-gate" >&2
-  exit 1
-fi
-exec "$GIT_GATE_HOOK_BIN" git-gate-hook pre-receive
-"#;
+/// The pre-receive hook every push runs. It is not installed in the mirrors: the image ships
+/// it read-only (`/usr/share/sidecars/git-hooks/pre-receive`, from `hooks/pre-receive` in this
+/// crate) and git-gate runs receive-pack with `-c core.hooksPath=<hooks_dir>`, which outranks
+/// any repository config — so no process, git-gate's own uid included, can swap the hook at
+/// run time. It only hands over to the `sidecars` binary named in the environment of the
+/// receive-pack git-gate spawns.
+pub const HOOK_SCRIPT: &str = include_str!("../hooks/pre-receive");
 
 /// Why a mirror could not be prepared or refreshed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +83,8 @@ impl Mirror {
         upstream_env(&self.repo.upstream, self.credential_file.as_deref())
     }
 
-    /// Create the mirror if needed, (re)install its hook and settings, fetch from upstream
+    /// Create the mirror if needed, (re)apply its settings, empty its own hooks dir (never
+    /// used: see [`HOOK_SCRIPT`]), fetch from upstream
     /// and point HEAD at the upstream's default branch.
     pub async fn ensure(&self) -> Result<(), MirrorError> {
         let parent = self.path.parent().unwrap_or(Path::new("/"));
@@ -121,11 +118,6 @@ impl Mirror {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        std::fs::create_dir_all(&hooks).map_err(|source| MirrorError::Io {
-            path: hooks.clone(),
-            source,
-        })?;
-        write(&hooks.join("pre-receive"), HOOK_SCRIPT, 0o755)?;
         let info = self.path.join("info");
         std::fs::create_dir_all(&info).map_err(|source| MirrorError::Io {
             path: info.clone(),

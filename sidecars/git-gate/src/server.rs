@@ -164,6 +164,10 @@ async fn run_service(
     state: &State,
 ) -> std::io::Result<bool> {
     let mut cmd = Command::new("git");
+    // Command-line config outranks the mirror's own: the hook is the read-only one.
+    let mut hooks = OsString::from("core.hooksPath=");
+    hooks.push(&state.config.hooks_dir);
+    cmd.arg("-c").arg(hooks);
     cmd.arg(service.git_subcommand());
     if service == Service::UploadPack {
         cmd.args(["--strict", "--timeout=600"]);

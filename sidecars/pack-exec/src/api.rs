@@ -1,5 +1,10 @@
 //! The HTTP API: routing, request checks, and mapping every failure to the closed set of
 //! error codes (DESIGN.md §5 plus the install codes documented in docs/pack-exec.md).
+//!
+//! One [`Api`] serves each listener. The agent's ([`Access::Agent`]) lists, gets and calls;
+//! `PUT` and `DELETE` there answer `403 forbidden` without reading the body. The operator's
+//! ([`Access::Operator`]) serves the same routes plus install and delete, behind a bearer
+//! token, with helmdeck's consent flags (`allow_unsigned`, `replace_shipped`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,8 +21,63 @@ use sidecars_common::http::{new_request_id, Handler, RequestContext};
 
 use crate::exec::{ExecError, Runner};
 use crate::manifest::{valid_name, LoadError, Pack};
+use crate::operator::OperatorToken;
 use crate::schema::kind;
-use crate::store::{DeleteError, InstallError, Store};
+use crate::store::{DeleteError, InstallError, InstallPolicy, Store};
+
+/// The closed set of error codes pack-exec answers with (docs/pack-exec.md, "Error codes").
+pub mod code {
+    /// Bad call input, or a bad query parameter on the operator listener (400).
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// No such pack (404).
+    pub const PACK_NOT_FOUND: &str = "pack_not_found";
+    /// Request body over `max_body_bytes` (413).
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// Every handler slot is running (429).
+    pub const BUSY: &str = "busy";
+    /// The handler failed or could not start (502).
+    pub const HANDLER_FAILED: &str = "handler_failed";
+    /// The handler's output is not one JSON value matching `output_schema` (502).
+    pub const INVALID_OUTPUT: &str = "invalid_output";
+    /// The handler ran past `timeout_s` (504).
+    pub const TIMEOUT: &str = "timeout";
+    /// Install: a required program is missing (422).
+    pub const MISSING_DEPENDENCY: &str = "missing_dependency";
+    /// Install: bad tarball, manifest or name (400).
+    pub const INVALID_PACK: &str = "invalid_pack";
+    /// Install: the files do not hash to `trust.sha256` (400).
+    pub const TRUST_MISMATCH: &str = "trust_mismatch";
+    /// DELETE of a shipped pack (409).
+    pub const PACK_READ_ONLY: &str = "pack_read_only";
+    /// Install or delete on the agent listener; an unsigned install without consent (403).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// Operator listener: no or wrong bearer token (401).
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// Operator install over a shipped pack without `replace_shipped=true` (409).
+    pub const CONFLICT: &str = "conflict";
+    /// No such endpoint (404).
+    pub const NOT_FOUND: &str = "not_found";
+    /// Wrong method for the endpoint (405).
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 503: the handler sandbox cannot be had (sidecar-init's spawn service unreachable).
+    pub const SANDBOX_UNAVAILABLE: &str = "sandbox_unavailable";
+    /// A bug or a broken host (500).
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Which listener an [`Api`] serves.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// The agent's: list, get, call and `/health`; installs and deletes are refused.
+    Agent,
+    /// The operator's: everything, behind `Authorization: Bearer <token>`.
+    Operator {
+        /// The bearer token every request must carry.
+        token: OperatorToken,
+        /// The config's `allow_unsigned`: unsigned installs need no `?allow_unsigned=true`.
+        allow_unsigned: bool,
+    },
+}
 
 /// Everything a request needs; shared by all connections.
 pub struct Api {
@@ -31,6 +91,8 @@ pub struct Api {
     pub concurrency: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Agent or operator listener.
+    pub access: Access,
 }
 
 impl Handler for Api {
@@ -41,7 +103,13 @@ impl Handler for Api {
                 if err.status == StatusCode::INTERNAL_SERVER_ERROR {
                     tracing::error!(request_id = %ctx.request_id, error = %err.message, "internal error");
                 }
-                err.into_response(&ctx.request_id)
+                let unauthorized = err.status == StatusCode::UNAUTHORIZED;
+                let mut resp = err.into_response(&ctx.request_id);
+                if unauthorized {
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                resp
             }
         }
     }
@@ -54,7 +122,7 @@ fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> Ap
 fn internal(message: impl std::fmt::Display) -> ApiError {
     err(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        code::INTERNAL,
         message.to_string(),
     )
 }
@@ -66,6 +134,12 @@ impl Api {
         ctx: &RequestContext,
     ) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path();
+        let mut flags = Flags::default();
+        if let Access::Operator { token, .. } = &self.access {
+            authorize(&req, token)?;
+            let install = *req.method() == Method::PUT && path.starts_with("/v1/packs/");
+            flags = query_flags(req.uri().query(), install)?;
+        }
         if path == "/health" {
             return match *req.method() {
                 Method::GET | Method::HEAD => Ok(body::json(
@@ -86,18 +160,50 @@ impl Api {
             };
         }
         let Some(name) = path.strip_prefix("/v1/packs/") else {
-            return Err(err(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                code::NOT_FOUND,
+                "no such endpoint",
+            ));
         };
         let name = name.to_string();
+        let operator_unsigned = match &self.access {
+            Access::Agent => {
+                return match *req.method() {
+                    Method::POST => self.call(req, name, ctx).await,
+                    Method::GET => self.get(&name),
+                    // Refused before the body is read: nothing of it reaches the store or disk.
+                    Method::PUT | Method::DELETE => Err(err(
+                        StatusCode::FORBIDDEN,
+                        code::FORBIDDEN,
+                        "installing and deleting packs is an operator action (`control-plane packs \
+                         install|rm`, or pack-exec's operator listener); this listener lists, \
+                         gets and calls packs only",
+                    )),
+                    _ => Err(not_allowed("GET, POST")),
+                };
+            }
+            Access::Operator { allow_unsigned, .. } => *allow_unsigned,
+        };
         match *req.method() {
             Method::POST => self.call(req, name, ctx).await,
-            Method::PUT => self.install(req, name).await,
+            Method::PUT => {
+                let policy = InstallPolicy {
+                    allow_unsigned: operator_unsigned || flags.allow_unsigned,
+                    replace_shipped: flags.replace_shipped,
+                };
+                self.install(req, name, policy).await
+            }
             Method::DELETE => self.delete(name).await,
-            Method::GET => match self.store.get(&name) {
-                Some(pack) => Ok(body::json(StatusCode::OK, &pack.summary)),
-                None => Err(not_found(&name)),
-            },
+            Method::GET => self.get(&name),
             _ => Err(not_allowed("GET, PUT, POST, DELETE")),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Response<Body>, ApiError> {
+        match self.store.get(name) {
+            Some(pack) => Ok(body::json(StatusCode::OK, &pack.summary)),
+            None => Err(not_found(name)),
         }
     }
 
@@ -108,12 +214,12 @@ impl Api {
             .map_err(|e| match e {
                 ReadBodyError::TooLarge { limit } => err(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    code::PAYLOAD_TOO_LARGE,
                     format!("the request body is larger than max_body_bytes ({limit} bytes)"),
                 ),
                 ReadBodyError::Io(e) => err(
                     StatusCode::BAD_REQUEST,
-                    "invalid_input",
+                    code::INVALID_INPUT,
                     format!("could not read the request body: {e}"),
                 ),
             })
@@ -133,21 +239,21 @@ impl Api {
             let value: Value = serde_json::from_slice(&body).map_err(|e| {
                 err(
                     StatusCode::BAD_REQUEST,
-                    "invalid_input",
+                    code::INVALID_INPUT,
                     format!("the body is not JSON: {e}"),
                 )
             })?;
             if !value.is_object() {
                 return Err(err(
                     StatusCode::BAD_REQUEST,
-                    "invalid_input",
+                    code::INVALID_INPUT,
                     format!("the input must be a JSON object, not {}", kind(&value)),
                 ));
             }
             pack.input.validate(&value).map_err(|m| {
                 err(
                     StatusCode::BAD_REQUEST,
-                    "invalid_input",
+                    code::INVALID_INPUT,
                     format!("input does not match input_schema: {m}"),
                 )
             })?;
@@ -156,7 +262,7 @@ impl Api {
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
             err(
                 StatusCode::TOO_MANY_REQUESTS,
-                "busy",
+                code::BUSY,
                 format!(
                     "all {} handler slots are busy; retry shortly",
                     self.concurrency
@@ -199,18 +305,23 @@ impl Api {
         &self,
         req: Request<Incoming>,
         name: String,
+        policy: InstallPolicy,
     ) -> Result<Response<Body>, ApiError> {
         if !valid_name(&name) {
             return Err(err(
                 StatusCode::BAD_REQUEST,
-                "invalid_pack",
+                code::INVALID_PACK,
                 format!("`{name}` is not a valid pack name (^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$)"),
             ));
+        }
+        // Known before the body is read: refuse without reading it (the store checks again).
+        if self.store.is_shipped(&name) && !policy.replace_shipped {
+            return Err(install_error(InstallError::ShadowsShipped(name)));
         }
         let body = self.read_body(req).await?;
         let (pack, replaced) = self
             .store
-            .install(name, body)
+            .install(name, body, policy)
             .await
             .map_err(install_error)?;
         let status = if replaced {
@@ -229,9 +340,11 @@ impl Api {
                 Ok(resp)
             }
             Err(DeleteError::NotFound(name)) => Err(not_found(&name)),
-            Err(e @ DeleteError::Shipped(_)) => {
-                Err(err(StatusCode::CONFLICT, "pack_read_only", e.to_string()))
-            }
+            Err(e @ DeleteError::Shipped(_)) => Err(err(
+                StatusCode::CONFLICT,
+                code::PACK_READ_ONLY,
+                e.to_string(),
+            )),
             Err(e) => Err(internal(e)),
         }
     }
@@ -239,7 +352,7 @@ impl Api {
 
 /// stdout must be exactly one JSON value matching `output_schema`; returns it trimmed.
 fn check_output<'a>(stdout: &'a [u8], pack: &Pack) -> Result<&'a [u8], ApiError> {
-    let bad = |m: String| err(StatusCode::BAD_GATEWAY, "invalid_output", m);
+    let bad = |m: String| err(StatusCode::BAD_GATEWAY, code::INVALID_OUTPUT, m);
     let trimmed = trim(stdout);
     if trimmed.is_empty() {
         return Err(bad(
@@ -271,13 +384,19 @@ fn trim(bytes: &[u8]) -> &[u8] {
 
 fn exec_error(e: ExecError, pack: &Pack) -> ApiError {
     match e {
-        ExecError::Timeout(_) => err(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
+        ExecError::Timeout(_) => err(StatusCode::GATEWAY_TIMEOUT, code::TIMEOUT, e.to_string()),
         ExecError::OutputTooLarge(_) => {
-            err(StatusCode::BAD_GATEWAY, "invalid_output", e.to_string())
+            err(StatusCode::BAD_GATEWAY, code::INVALID_OUTPUT, e.to_string())
         }
         ExecError::Failed { .. } | ExecError::Spawn(_) => {
-            err(StatusCode::BAD_GATEWAY, "handler_failed", e.to_string())
+            err(StatusCode::BAD_GATEWAY, code::HANDLER_FAILED, e.to_string())
         }
+        ExecError::Busy(_) => err(StatusCode::TOO_MANY_REQUESTS, code::BUSY, e.to_string()),
+        ExecError::Unavailable(_) => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::SANDBOX_UNAVAILABLE,
+            e.to_string(),
+        ),
         ExecError::Internal(m) => internal(format!("pack {}: {m}", pack.name)),
     }
 }
@@ -287,30 +406,109 @@ fn install_error(e: InstallError) -> ApiError {
         InstallError::Archive(crate::archive::ArchiveError::Io(io)) => {
             internal(format!("writing the pack: {io}"))
         }
-        InstallError::Archive(a) => err(StatusCode::BAD_REQUEST, "invalid_pack", a.to_string()),
+        InstallError::Archive(a) => err(StatusCode::BAD_REQUEST, code::INVALID_PACK, a.to_string()),
         InstallError::Load(LoadError::MissingDependency(m)) => err(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "missing_dependency",
+            code::MISSING_DEPENDENCY,
             LoadError::MissingDependency(m).to_string(),
         ),
         InstallError::Load(e @ LoadError::TrustMismatch { .. }) => {
-            err(StatusCode::BAD_REQUEST, "trust_mismatch", e.to_string())
+            err(StatusCode::BAD_REQUEST, code::TRUST_MISMATCH, e.to_string())
         }
         InstallError::Load(LoadError::Io(io)) => internal(format!("reading the pack: {io}")),
         InstallError::Load(e @ LoadError::Invalid(_)) => {
-            err(StatusCode::BAD_REQUEST, "invalid_pack", e.to_string())
+            err(StatusCode::BAD_REQUEST, code::INVALID_PACK, e.to_string())
         }
         e @ InstallError::NameMismatch { .. } => {
-            err(StatusCode::BAD_REQUEST, "invalid_pack", e.to_string())
+            err(StatusCode::BAD_REQUEST, code::INVALID_PACK, e.to_string())
+        }
+        e @ InstallError::Unsigned(_) => err(StatusCode::FORBIDDEN, code::FORBIDDEN, e.to_string()),
+        e @ InstallError::ShadowsShipped(_) => {
+            err(StatusCode::CONFLICT, code::CONFLICT, e.to_string())
         }
         e @ (InstallError::Io(_) | InstallError::Task(_)) => internal(e),
+    }
+}
+
+/// Every operator request: exactly one `Authorization: Bearer <token>` header with the token.
+/// The presented value is never logged or echoed.
+fn authorize(req: &Request<Incoming>, token: &OperatorToken) -> Result<(), ApiError> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let ok = match (values.next(), values.next()) {
+        (Some(value), None) => token.authorizes(value.as_bytes()),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            "the operator listener needs `Authorization: Bearer <token>` with the token of \
+             operator_token_file",
+        ))
+    }
+}
+
+/// The operator's query flags.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Flags {
+    allow_unsigned: bool,
+    replace_shipped: bool,
+}
+
+/// Parse the operator listener's query: `allow_unsigned` and `replace_shipped` (`true` or
+/// `false`) on an install, nothing elsewhere. Anything else is `invalid_input` naming it.
+fn query_flags(query: Option<&str>, install: bool) -> Result<Flags, ApiError> {
+    let bad = |m: String| err(StatusCode::BAD_REQUEST, code::INVALID_INPUT, m);
+    let takes = if install {
+        "this endpoint takes allow_unsigned=true|false and replace_shipped=true|false"
+    } else {
+        "this endpoint takes none"
+    };
+    let mut flags = Flags::default();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "allow_unsigned" if install => &mut flags.allow_unsigned,
+            "replace_shipped" if install => &mut flags.replace_shipped,
+            _ => {
+                let shown: String = key.chars().take(64).collect();
+                unknown.push(format!("`{}`", shown.escape_default()));
+                continue;
+            }
+        };
+        if seen.contains(&key) {
+            return Err(bad(format!("query parameter `{key}` is given twice")));
+        }
+        seen.push(key);
+        *slot = match value {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(bad(format!(
+                    "query parameter `{key}` must be `true` or `false`"
+                )))
+            }
+        };
+    }
+    if unknown.is_empty() {
+        Ok(flags)
+    } else {
+        Err(bad(format!(
+            "unknown query parameter{} {} ({takes})",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown.join(", ")
+        )))
     }
 }
 
 fn not_found(name: &str) -> ApiError {
     err(
         StatusCode::NOT_FOUND,
-        "pack_not_found",
+        code::PACK_NOT_FOUND,
         format!("no pack named `{name}` is installed"),
     )
 }
@@ -318,7 +516,7 @@ fn not_found(name: &str) -> ApiError {
 fn not_allowed(allow: &'static str) -> ApiError {
     err(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        code::METHOD_NOT_ALLOWED,
         format!("allowed methods: {allow}"),
     )
 }

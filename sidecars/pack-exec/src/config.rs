@@ -7,6 +7,8 @@ use serde::Deserialize;
 use sidecars_common::config::Validate;
 use sidecars_common::daemon::DaemonConfig;
 
+pub use crate::operator::OperatorListen;
+
 /// The daemon's configuration. Every key is optional; unknown keys are an error naming the key.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -26,6 +28,20 @@ pub struct Config {
     /// The uid:gid handlers run as — applied only when pack-exec itself runs as root, so a
     /// handler never gets root even if the daemon does.
     pub run_as: RunAs,
+    /// sidecar-init's handler-spawn socket: when set, every handler is started by init under
+    /// a uid of its own (pack-exec then needs no privilege, and `run_as` is unused). Absent:
+    /// pack-exec spawns handlers itself (outside the bundle, e.g. in tests).
+    pub spawner: Option<PathBuf>,
+    /// Operator listener (the agent API plus install, replace and delete): a socket address
+    /// or `default-route:PORT` (PORT on the IPv4 address of the default route's interface).
+    /// Absent = no operator listener.
+    pub operator_listen: Option<OperatorListen>,
+    /// File holding the operator listener's bearer token (one trailing newline is dropped; at
+    /// least 16 bytes). Required with `operator_listen`.
+    pub operator_token_file: Option<PathBuf>,
+    /// Accept operator installs of packs without `trust.sha256` even without
+    /// `?allow_unsigned=true`.
+    pub allow_unsigned: bool,
 }
 
 impl Default for Config {
@@ -43,6 +59,10 @@ impl Default for Config {
                 uid: 65534,
                 gid: 65534,
             },
+            spawner: None,
+            operator_listen: None,
+            operator_token_file: None,
+            allow_unsigned: false,
         }
     }
 }
@@ -88,7 +108,31 @@ impl Validate for Config {
         if self.state_dir.as_os_str().is_empty() {
             p.push("state_dir: must not be empty".to_string());
         }
+        // The operator listener is resolved and its token read now, at startup: a missing
+        // default route or a bad token file is a config error (exit 2), not a late surprise.
+        if let Some(op) = &self.operator_listen {
+            if op.port() != 0 && op.port() == self.listen.port() {
+                p.push(format!(
+                    "operator_listen: `{op}` uses listen's port {}; the operator listener needs its own",
+                    self.listen.port()
+                ));
+            }
+        }
+        if let Err(problems) = self.operator() {
+            p.extend(problems);
+        }
         p
+    }
+}
+
+impl Config {
+    /// The operator listener, checked and resolved (`default-route:` looked up, token read);
+    /// `Ok(None)` when `operator_listen` is absent.
+    pub fn operator(&self) -> Result<Option<crate::operator::OperatorSettings>, Vec<String>> {
+        crate::operator::settings(
+            self.operator_listen.as_ref(),
+            self.operator_token_file.as_deref(),
+        )
     }
 }
 
@@ -149,6 +193,78 @@ mod tests {
             .to_string();
         assert!(
             msg.contains("concurrency") && msg.contains("max_body_bytes"),
+            "{msg}"
+        );
+    }
+
+    fn token_file(data: &[u8]) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("operator-token");
+        std::fs::write(&path, data).unwrap();
+        let path = path.display().to_string();
+        (dir, path)
+    }
+
+    #[test]
+    fn operator_keys_parse() {
+        let (_dir, path) = token_file(b"0123456789abcdef0123\n");
+        let c: Config = parse(
+            &format!(
+                r#"{{"operator_listen":"127.0.0.1:9001","operator_token_file":"{path}","allow_unsigned":true}}"#
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.operator_listen,
+            Some(OperatorListen::Addr("127.0.0.1:9001".parse().unwrap()))
+        );
+        assert!(c.allow_unsigned);
+        let op = c.operator().unwrap().unwrap();
+        assert_eq!(op.addr, "127.0.0.1:9001".parse().unwrap());
+        assert!(op.token.matches(b"0123456789abcdef0123"));
+        let d: Config = parse("{}", "t").unwrap();
+        assert!(d.operator().unwrap().is_none() && !d.allow_unsigned);
+    }
+
+    #[test]
+    fn operator_listen_needs_a_good_token_file() {
+        let msg = parse::<Config>(r#"{"operator_listen":"127.0.0.1:9001"}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("operator_token_file: required"), "{msg}");
+        let msg = parse::<Config>(
+            r#"{"operator_listen":"127.0.0.1:9001","operator_token_file":"/nonexistent/token"}"#,
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("operator_token_file: cannot read"), "{msg}");
+        let (_dir, path) = token_file(b"short-secret\n");
+        let msg = parse::<Config>(
+            &format!(r#"{{"operator_listen":"127.0.0.1:9001","operator_token_file":"{path}"}}"#),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("operator_token_file:") && msg.contains("at least 16"),
+            "{msg}"
+        );
+        assert!(!msg.contains("short-secret"), "the token leaked: {msg}");
+        let msg = parse::<Config>(r#"{"operator_listen":"default-route:nope"}"#, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("operator_listen"), "{msg}");
+        let (_dir, path) = token_file(b"0123456789abcdef0123");
+        let msg = parse::<Config>(
+            &format!(r#"{{"listen":"0.0.0.0:9000","operator_listen":"default-route:9000","operator_token_file":"{path}"}}"#),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("operator_listen") && msg.contains("port 9000"),
             "{msg}"
         );
     }

@@ -22,7 +22,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{chown, Gid, Pid, Uid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStdout, Command};
+use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::RunAs;
@@ -49,6 +49,12 @@ pub enum ExecError {
         /// The stderr tail (≤ 4 KiB).
         stderr: String,
     },
+    /// Every handler uid is in use (more calls than the bottle's handler range).
+    #[error("{0}")]
+    Busy(String),
+    /// The handler sandbox cannot be had: sidecar-init's spawn service is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
     /// pack-exec's own plumbing failed (temp dir, pipes, wait): a bug or a broken host.
     #[error("{0}")]
     Internal(String),
@@ -59,13 +65,29 @@ pub enum ExecError {
 pub struct Runner {
     tmp_root: PathBuf,
     run_as: Option<RunAs>,
+    spawner: Option<PathBuf>,
 }
 
 impl Runner {
     /// Calls get working directories under `tmp_root`; handlers run as `run_as` if given (the
     /// caller passes it only when pack-exec runs as root).
     pub fn new(tmp_root: PathBuf, run_as: Option<RunAs>) -> Runner {
-        Runner { tmp_root, run_as }
+        Runner {
+            tmp_root,
+            run_as,
+            spawner: None,
+        }
+    }
+
+    /// Handlers are started by sidecar-init's spawn service at `socket` (each under a uid of
+    /// its own, with the bottle's per-call limits; see [`crate::spawner`]) instead of by
+    /// pack-exec itself.
+    pub fn via_init(socket: PathBuf) -> Runner {
+        Runner {
+            tmp_root: PathBuf::new(),
+            run_as: None,
+            spawner: Some(socket),
+        }
     }
 
     /// Run `pack` with `input` on stdin; returns its stdout (≤ `max_output_bytes`) if it exited 0.
@@ -75,6 +97,9 @@ impl Runner {
         input: &[u8],
         call_id: &str,
     ) -> Result<Vec<u8>, ExecError> {
+        if let Some(socket) = &self.spawner {
+            return crate::spawner::run(socket, pack, input, call_id).await;
+        }
         let dir = CallDir::create(&self.tmp_root, call_id, self.run_as)?;
         let result = self.run_in(pack, input, call_id, &dir.path).await;
         dir.remove().await;
@@ -181,7 +206,7 @@ impl Runner {
     }
 }
 
-enum End {
+pub(crate) enum End {
     Done,
     Timeout,
     Overflow,
@@ -243,13 +268,16 @@ async fn reap(child: &mut tokio::process::Child) -> Result<ExitStatus, ExecError
 }
 
 /// Read at most `cap + 1` bytes: `None` means the cap was exceeded (and reading stopped).
-async fn read_capped(stdout: ChildStdout, cap: usize) -> io::Result<Option<Vec<u8>>> {
+pub(crate) async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    stdout: R,
+    cap: usize,
+) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::with_capacity(cap.min(16 * 1024));
     stdout.take(cap as u64 + 1).read_to_end(&mut buf).await?;
     Ok(if buf.len() > cap { None } else { Some(buf) })
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),

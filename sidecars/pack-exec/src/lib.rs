@@ -15,7 +15,8 @@
 //! | [`store`] | installed packs on disk (atomic, persistent) + shipped packs, in-memory registry |
 //! | [`exec`] | one call: spawn, stdin/stdout/stderr, timeout, group kill, temp dir |
 //! | [`stderr`] | bounded stderr capture: tail for messages, lines to the log |
-//! | [`api`] | HTTP routes and the error-code mapping |
+//! | [`api`] | HTTP routes and the error-code mapping, for the agent and operator listeners |
+//! | [`operator`] | the operator listener: `default-route:` lookup, the bearer token |
 //! | [`cli`] | `sidecars pack-exec`: the daemon's entry point |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -25,7 +26,9 @@ pub mod archive;
 pub mod config;
 pub mod exec;
 pub mod manifest;
+pub mod operator;
 pub mod schema;
+pub mod spawner;
 pub mod stderr;
 pub mod store;
 pub mod trust;
@@ -52,15 +55,80 @@ pub enum RunError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The operator listener's settings no longer check out (they did at config load).
+    #[error("{0}")]
+    Operator(String),
+    /// The operator listener could not bind.
+    #[error("operator_listen: cannot listen on {addr}: {source}")]
+    OperatorBind {
+        /// The resolved address.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
 }
 
-/// Run pack-exec on `listener` until `shutdown` fires, then let in-flight calls finish (bounded
-/// by the drain timeout) and return.
+/// The operator listener, bound, with its token.
+#[derive(Debug)]
+pub struct OperatorListener {
+    listener: TcpListener,
+    token: operator::OperatorToken,
+}
+
+impl OperatorListener {
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Bind the operator listener `config` asks for (`operator_listen`, `default-route:` resolved
+/// now) with the token of `operator_token_file`; `None` when there is none.
+pub async fn bind_operator(config: &Config) -> Result<Option<OperatorListener>, RunError> {
+    let Some(settings) = config
+        .operator()
+        .map_err(|problems| RunError::Operator(problems.join("; ")))?
+    else {
+        return Ok(None);
+    };
+    let listener =
+        TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| RunError::OperatorBind {
+                addr: settings.addr,
+                source,
+            })?;
+    tracing::info!(
+        operator_listen = %settings.listen,
+        addr = %listener.local_addr().unwrap_or(settings.addr),
+        token_file = %settings.token_file.display(),
+        "operator listener bound (install, replace, delete; bearer token required)"
+    );
+    Ok(Some(OperatorListener {
+        listener,
+        token: settings.token,
+    }))
+}
+
+/// Run pack-exec on `listener` (the agent's) and on the operator listener the config names,
+/// until `shutdown` fires, then let in-flight calls finish (bounded by the drain timeout) and
+/// return.
 pub async fn run(
     listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let operator = bind_operator(&config).await?;
+    run_with(listener, operator, config, shutdown).await
+}
+
+/// [`run`] with the operator listener already bound (or none): tests bind it on port 0.
+pub async fn run_with(
+    listener: TcpListener,
+    operator: Option<OperatorListener>,
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
@@ -88,19 +156,52 @@ pub async fn run(
         None
     };
     let api = api::Api {
-        runner: exec::Runner::new(store.tmp_dir().to_path_buf(), run_as),
+        runner: match &config.spawner {
+            Some(socket) => exec::Runner::via_init(socket.clone()),
+            None => exec::Runner::new(store.tmp_dir().to_path_buf(), run_as),
+        },
         store,
         slots: Arc::new(Semaphore::new(config.concurrency)),
         concurrency: config.concurrency,
         max_body_bytes: config.max_body_bytes,
+        access: api::Access::Agent,
     };
-    serve(
-        listener,
-        Arc::new(api),
-        ServeOptions::new("pack-exec"),
-        shutdown,
-    )
-    .await?;
+    let Some(operator) = operator else {
+        serve(
+            listener,
+            Arc::new(api),
+            ServeOptions::new("pack-exec"),
+            shutdown,
+        )
+        .await?;
+        return Ok(());
+    };
+    // Same store, runner and handler slots: one daemon, two doors.
+    let operator_api = api::Api {
+        store: api.store.clone(),
+        runner: api.runner.clone(),
+        slots: api.slots.clone(),
+        concurrency: api.concurrency,
+        max_body_bytes: api.max_body_bytes,
+        access: api::Access::Operator {
+            token: operator.token,
+            allow_unsigned: config.allow_unsigned,
+        },
+    };
+    tokio::try_join!(
+        serve(
+            listener,
+            Arc::new(api),
+            ServeOptions::new("pack-exec"),
+            shutdown.clone(),
+        ),
+        serve(
+            operator.listener,
+            Arc::new(operator_api),
+            ServeOptions::new("pack-exec-operator"),
+            shutdown,
+        ),
+    )?;
     Ok(())
 }
 

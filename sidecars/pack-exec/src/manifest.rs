@@ -191,6 +191,9 @@ pub struct Pack {
     pub response_head: Vec<u8>,
     /// The summary served by `GET /v1/packs[/{name}]`.
     pub summary: Value,
+    /// The manifest's `trust.sha256`, verified against the files; `None` = an unsigned pack
+    /// (operator installs of those need consent).
+    pub trust_sha256: Option<String>,
     /// Set when this version was replaced or deleted: its directory goes when the last
     /// in-flight call using it finishes.
     retired: AtomicBool,
@@ -323,7 +326,8 @@ fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Resul
         None => Schema::any(),
     };
 
-    if let Some(expected) = m.trust.as_ref().and_then(|t| t.sha256.as_ref()) {
+    let trust_sha256 = m.trust.as_ref().and_then(|t| t.sha256.clone());
+    if let Some(expected) = &trust_sha256 {
         if expected.len() != 64
             || !expected
                 .bytes()
@@ -333,7 +337,7 @@ fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Resul
         }
         let actual =
             trust::pack_hash(files, MANIFEST).map_err(|e| LoadError::Invalid(e.to_string()))?;
-        if &actual != expected {
+        if actual != *expected {
             return Err(LoadError::TrustMismatch {
                 expected: expected.clone(),
                 actual,
@@ -395,6 +399,7 @@ fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Resul
         max_output_bytes: max_output as usize,
         response_head,
         summary,
+        trust_sha256,
         retired: AtomicBool::new(false),
     })
 }

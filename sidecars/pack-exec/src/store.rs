@@ -37,6 +37,12 @@ pub enum InstallError {
     /// The manifest or files are invalid, a dependency is missing, or the trust hash differs.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The pack has no `trust.sha256` and the install did not consent to that.
+    #[error("pack {0} is unsigned (no trust.sha256); install it with --allow-unsigned (API: ?allow_unsigned=true) if you trust it")]
+    Unsigned(String),
+    /// The name is a shipped pack's and the install did not ask to override it.
+    #[error("`{0}` is a pack shipped in packs_dir; installing over it needs --replace-shipped (API: ?replace_shipped=true); the installed pack then overrides the shipped one until it is deleted")]
+    ShadowsShipped(String),
     /// The manifest's name is not the URL's.
     #[error("pack.json says name `{manifest}` but the URL names `{url}`")]
     NameMismatch {
@@ -68,6 +74,15 @@ pub enum DeleteError {
     /// The blocking task died.
     #[error("delete task failed: {0}")]
     Task(String),
+}
+
+/// What an install consented to (the operator's flags and the config's `allow_unsigned`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstallPolicy {
+    /// Accept a pack without `trust.sha256`.
+    pub allow_unsigned: bool,
+    /// Accept a name that a shipped pack (from `packs_dir`) has; the install overrides it.
+    pub replace_shipped: bool,
 }
 
 /// Installed and shipped packs, on disk and in memory.
@@ -150,26 +165,41 @@ impl Store {
                 .count()
     }
 
+    /// Whether `name` is a shipped pack (from `packs_dir`), overridden or not.
+    pub fn is_shipped(&self, name: &str) -> bool {
+        self.shipped.contains_key(name)
+    }
+
     /// Where calls get their working directories.
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp
     }
 
-    /// Install or replace `name` from a tar(.gz) `body`. Returns the new pack and whether it
-    /// replaced an installed version.
+    /// Install or replace `name` from a tar(.gz) `body`, within what `policy` consents to.
+    /// Returns the new pack and whether it replaced an installed version. A refused install
+    /// leaves nothing on disk (its staging directory is removed).
     pub async fn install(
         self: &Arc<Self>,
         name: String,
         body: Bytes,
+        policy: InstallPolicy,
     ) -> Result<(Arc<Pack>, bool), InstallError> {
         let _writer = self.writer.lock().await;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.install_blocking(&name, &body))
+        tokio::task::spawn_blocking(move || store.install_blocking(&name, &body, policy))
             .await
             .map_err(|e| InstallError::Task(e.to_string()))?
     }
 
-    fn install_blocking(&self, name: &str, body: &[u8]) -> Result<(Arc<Pack>, bool), InstallError> {
+    fn install_blocking(
+        &self,
+        name: &str,
+        body: &[u8],
+        policy: InstallPolicy,
+    ) -> Result<(Arc<Pack>, bool), InstallError> {
+        if self.is_shipped(name) && !policy.replace_shipped {
+            return Err(InstallError::ShadowsShipped(name.to_string()));
+        }
         let staging = self.staging.join(format!("{}", self.next_seq()));
         DirBuilder::new().mode(0o755).create(&staging)?;
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))?;
@@ -183,6 +213,9 @@ impl Store {
                 manifest: pack.name.clone(),
                 url: name.to_string(),
             });
+        }
+        if pack.trust_sha256.is_none() && !policy.allow_unsigned {
+            return Err(InstallError::Unsigned(name.to_string()));
         }
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
         fs::rename(&root, &final_dir)?;

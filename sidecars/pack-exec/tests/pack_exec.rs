@@ -67,16 +67,14 @@ async fn seed_packs_install_call_uninstall() {
             json!({"status": "ok", "packs": 3})
         );
 
-        let r = server
-            .request("DELETE", "/v1/packs/cmd.upper", Vec::new())
-            .await;
+        let r = server.delete("cmd.upper").await;
         assert_eq!(r.status, 204);
         server
             .call("cmd.upper", "{}")
             .await
             .assert_error(404, "pack_not_found");
         server
-            .request("DELETE", "/v1/packs/cmd.upper", Vec::new())
+            .delete("cmd.upper")
             .await
             .assert_error(404, "pack_not_found");
         server
@@ -189,7 +187,7 @@ async fn shipped_packs_are_served_overridable_and_not_deletable() {
         );
 
         let msg = server
-            .request("DELETE", "/v1/packs/cmd.upper", Vec::new())
+            .delete("cmd.upper")
             .await
             .assert_error(409, "pack_read_only");
         assert!(msg.contains("shipped"), "{msg}");
@@ -200,7 +198,17 @@ async fn shipped_packs_are_served_overridable_and_not_deletable() {
             "echo '{\"text\":\"ours\"}'",
             json!({"version": "9"}),
         );
-        assert_eq!(server.install("cmd.upper", ours).await.status, 201);
+        assert_eq!(
+            server
+                .install_with(
+                    "cmd.upper",
+                    "allow_unsigned=true&replace_shipped=true",
+                    ours
+                )
+                .await
+                .status,
+            201
+        );
         let r = server.call("cmd.upper", r#"{"text":"x"}"#).await.json();
         assert_eq!(
             (r["version"].clone(), r["output"]["text"].clone()),
@@ -218,13 +226,7 @@ async fn shipped_packs_are_served_overridable_and_not_deletable() {
             3
         );
         // ...and deleting it brings the shipped one back.
-        assert_eq!(
-            server
-                .request("DELETE", "/v1/packs/cmd.upper", Vec::new())
-                .await
-                .status,
-            204
-        );
+        assert_eq!(server.delete("cmd.upper").await.status, 204);
         assert_eq!(
             server.call("cmd.upper", r#"{"text":"x"}"#).await.json()["output"]["text"],
             "X"

@@ -8,6 +8,8 @@
 //! | [`control_plane`] | the static `control-plane` binary built by `scripts/images.sh` |
 //! | [`Bottle`] | a bottle brought up for one test and always taken down on drop |
 //! | [`wait_until`] | poll a condition with a deadline (never a fixed sleep as synchronisation) |
+//! | [`HostServer`], [`WorldContainer`], [`start_git_world`] | the "world" a bottle talks to |
+//! | [`root_credential`] | a credential file kept as an operator keeps it (`root:root 0400`) |
 #![deny(missing_docs)]
 
 use std::io::Read;
@@ -340,4 +342,90 @@ pub fn docker0_ip() -> String {
         .and_then(|cidr| cidr.split('/').next())
         .map(str::to_string)
         .expect("docker0 has an IPv4 address")
+}
+
+/// A host process killed on drop.
+pub struct HostServer(pub std::process::Child);
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A container removed on drop.
+pub struct WorldContainer(pub String);
+
+impl Drop for WorldContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Writes `value` (plus a newline) to `dir/name` as `root:root 0400`: the secure default an
+/// operator uses, and the only kind `control-plane up` accepts.
+pub fn root_credential(dir: &Path, name: &str, value: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{value}\n")).expect("write credential");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    // Tests run as root (CI does); elsewhere the control plane will refuse the owner, loudly.
+    let _ = Command::new("chown").arg("0:0").arg(&path).status();
+    path
+}
+
+/// A bare upstream repository `dir/upstream.git` with one commit (`README.md` = "hello"),
+/// served by `git daemon` on 0.0.0.0 (receive-pack enabled). Returns the server and its port.
+pub fn start_git_world(dir: &Path) -> (HostServer, u16) {
+    let git = |args: &[&str]| {
+        let out = run("git", args);
+        assert_eq!(out.code, 0, "git {args:?}: {}", out.stderr);
+    };
+    let seed = dir.join("seed");
+    let upstream = dir.join("upstream.git");
+    git(&["init", "-q", "-b", "main", &seed.display().to_string()]);
+    std::fs::write(seed.join("README.md"), "hello\n").expect("write");
+    let s = seed.display().to_string();
+    git(&["-C", &s, "add", "."]);
+    git(&[
+        "-C",
+        &s,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@e",
+        "commit",
+        "-qm",
+        "seed",
+    ]);
+    git(&["clone", "-q", "--bare", &s, &upstream.display().to_string()]);
+    // Pick a free port, then hand it to git daemon.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=0.0.0.0",
+            &format!("--port={port}"),
+            &format!("--base-path={}", dir.display()),
+            &dir.display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start git daemon");
+    wait_until("git daemon listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (HostServer(child), port)
 }

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use e2e::{cmd, control_plane, require_docker, run, Bottle, Output};
 use serde_json::{json, Value};
 
-/// Every kind of thing the model carries: two networks (one internal, with a driver option),
-/// named volumes, bind mounts (relative config files, an absolute credential file, the CA),
-/// published ports, tmpfs, limits, a healthcheck, `init`, a command and an env value with `$`.
+/// Every kind of thing the model carries: two networks (one internal, with driver options and
+/// a fixed subnet), a fixed address, named volumes, bind mounts (relative config files, an
+/// absolute credential file, the CA, the operator token), published ports, sized tmpfs,
+/// limits (cpus, memory, pids), added capabilities, `dns`, a healthcheck, `init`, a command
+/// and an env value with `$`.
 const MANIFEST: &str = r#"
 slug = "{slug}"
 daemons = ["egress", "pipelock", "supervise", "pack-exec"]
@@ -38,6 +40,8 @@ file = "{cred}"
 [resources.agent]
 cpus = 0.5
 memory = "256m"
+pids = 300
+tmp_size = "128m"
 
 [resources.sidecars]
 cpus = 1.5
@@ -153,9 +157,17 @@ fn container_view(c: &Value) -> Value {
                         })
                         .unwrap_or_default();
                     aliases.sort();
+                    // Addresses on the agent network are fixed (its subnet is the model's, the
+                    // sidecars' address too); elsewhere Docker picks them per creation.
+                    let address = if name.ends_with("-internal") {
+                        e["IPAddress"].clone()
+                    } else {
+                        json!("<dynamic>")
+                    };
                     let view = json!({
                         "Aliases": aliases,
                         "IPAMConfig": e["IPAMConfig"],
+                        "IPAddress": address,
                         "Links": e["Links"],
                         "DriverOpts": e["DriverOpts"],
                     });
@@ -199,9 +211,90 @@ fn network_view(n: &Value) -> Value {
             map.remove(volatile);
         }
     }
-    // Subnets are handed out per creation; the IPAM driver and options are the model's.
-    n["IPAM"] = json!({ "Driver": n["IPAM"]["Driver"], "Options": n["IPAM"]["Options"] });
+    // The agent network's subnet is the model's; others are handed out per creation. The
+    // IPAM driver and options are the model's everywhere.
+    if n["Internal"] != json!(true) {
+        n["IPAM"] = json!({ "Driver": n["IPAM"]["Driver"], "Options": n["IPAM"]["Options"] });
+    }
     n
+}
+
+/// The walls the renderer asks for, as Docker reports them (whichever backend made them):
+/// the sidecars run as root with only init's capabilities, both containers are bounded, the
+/// agent network has its fixed subnet with the sidecars at its second host, and the agent's
+/// resolver is the sidecars' DNS responder.
+fn check_walls(snap: &Value, b: &Bottle, runtime: &str) {
+    let container = |name: &str| {
+        snap["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["Name"] == format!("/{name}")))
+            .unwrap_or_else(|| panic!("{runtime}: no container {name}"))
+            .clone()
+    };
+    let (sidecars, agent) = (container(&b.sidecars()), container(&b.agent()));
+    let internal = snap["networks"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["Internal"] == json!(true)))
+        .unwrap_or_else(|| panic!("{runtime}: no internal network"))
+        .clone();
+    let subnet = internal["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{runtime}: the agent network has no fixed subnet: {internal}"));
+    let subnet = bottle_compose::bottle_spec::Subnet::parse(subnet).expect("a subnet");
+    assert_eq!(
+        internal["IPAM"]["Config"][0]["Gateway"],
+        json!(subnet.gateway().to_string()),
+        "{runtime}"
+    );
+    let ip = subnet.sidecars_ip().to_string();
+    let internal_name = internal["Name"].as_str().unwrap_or_default();
+
+    let host = &sidecars["HostConfig"];
+    assert_eq!(sidecars["Config"]["User"], "0:0", "{runtime}");
+    assert_eq!(host["CapDrop"], json!(["ALL"]), "{runtime}");
+    assert_eq!(
+        host["CapAdd"],
+        json!(bottle_compose::bottle_spec::INIT_CAPABILITIES),
+        "{runtime}"
+    );
+    assert_eq!(
+        host["SecurityOpt"],
+        json!(["no-new-privileges:true"]),
+        "{runtime}"
+    );
+    assert_eq!(host["PidsLimit"], 512, "{runtime}");
+    assert_eq!(
+        host["Tmpfs"],
+        json!({"/tmp": "size=64m,mode=1777", "/run/sidecars": "size=16m,mode=0755"}),
+        "{runtime}"
+    );
+    let endpoint = &sidecars["Networks"][internal_name];
+    assert_eq!(endpoint["IPAddress"], json!(ip), "{runtime}: {endpoint}");
+    assert_eq!(
+        endpoint["IPAMConfig"]["IPv4Address"],
+        json!(ip),
+        "{runtime}"
+    );
+    let operator = bottle_compose::bottle_spec::PACK_EXEC_OPERATOR_PORT;
+    assert_eq!(
+        sidecars["PublishedPorts"][format!("{operator}/tcp")],
+        json!(["127.0.0.1"]),
+        "{runtime}: the operator port is published on loopback"
+    );
+
+    let host = &agent["HostConfig"];
+    assert_eq!(host["Dns"], json!([ip]), "{runtime}");
+    assert_eq!(host["PidsLimit"], 300, "{runtime}");
+    assert_eq!(
+        host["Tmpfs"],
+        json!({"/tmp": "size=128m,mode=1777"}),
+        "{runtime}"
+    );
+    assert!(
+        host["CapAdd"].is_null() || host["CapAdd"] == json!([]),
+        "{runtime}: the agent gets no capability: {}",
+        host["CapAdd"]
+    );
 }
 
 fn volume_view(v: &Value) -> Value {
@@ -300,6 +393,8 @@ fn up_and_look(b: &mut Bottle, runtime: &str) -> Run {
     b.report = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("up --json printed no JSON ({e}): {}", out.stdout));
     assert_eq!(b.report["bottle"]["state"], "running", "{}", b.report);
+    let snap = snapshot(b);
+    check_walls(&snap, b, runtime);
 
     // ps, logs and exec (approvals run supervise-ctl in the sidecars container) through it.
     let ps = cp(b, runtime, &["ps", "--json"]).ok("ps");
@@ -319,7 +414,7 @@ fn up_and_look(b: &mut Bottle, runtime: &str) -> Run {
         .map(|c| c["Config"]["Labels"][VOLATILE_LABELS[0]].clone())
         .collect();
     Run {
-        snapshot: snapshot(b),
+        snapshot: snap,
         hashes,
         services: services_view(&b.report),
         approvals: approvals.stdout,
@@ -334,9 +429,7 @@ fn compose_and_engine_backends_make_the_same_bottle_and_take_down_each_others() 
     }
     let compose = compose_command();
     let world = tempfile::tempdir().expect("tempdir");
-    let cred = world.path().join("token");
-    std::fs::write(&cred, "e2e-backends-token\n").expect("write credential");
-    run("chmod", &["0644", &cred.display().to_string()]).ok("chmod");
+    let cred = e2e::root_credential(world.path(), "token", "e2e-backends-token");
 
     let slug = format!("e2e-backends-{}", std::process::id() % 100_000);
     let state = tempfile::tempdir().expect("state dir");

@@ -7,33 +7,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{docker0_ip, require_docker, run, wait_until, Bottle};
-
-/// A host process killed on drop.
-struct HostServer(Child);
-
-impl Drop for HostServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A container removed on drop.
-struct WorldContainer(String);
-
-impl Drop for WorldContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+use e2e::{
+    docker0_ip, require_docker, root_credential, run, start_git_world, wait_until, Bottle,
+    HostServer, WorldContainer,
+};
 
 /// An HTTP server on 0.0.0.0:<ephemeral> that answers every GET with "world" and records each
 /// request's headers as one JSON line in `log`. Returns the server and its port.
@@ -70,56 +50,6 @@ s.serve_forever()
     (HostServer(child), port)
 }
 
-/// A bare upstream repository with one commit, served by `git daemon` (receive-pack enabled).
-fn start_git_world(dir: &Path) -> (HostServer, u16) {
-    let git = |args: &[&str]| {
-        let out = run("git", args);
-        assert_eq!(out.code, 0, "git {args:?}: {}", out.stderr);
-    };
-    let seed = dir.join("seed");
-    let upstream = dir.join("upstream.git");
-    git(&["init", "-q", "-b", "main", &seed.display().to_string()]);
-    std::fs::write(seed.join("README.md"), "hello\n").expect("write");
-    let s = seed.display().to_string();
-    git(&["-C", &s, "add", "."]);
-    git(&[
-        "-C",
-        &s,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@e",
-        "commit",
-        "-qm",
-        "seed",
-    ]);
-    git(&["clone", "-q", "--bare", &s, &upstream.display().to_string()]);
-    // Pick a free port, then hand it to git daemon.
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let child = Command::new("git")
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=0.0.0.0",
-            &format!("--port={port}"),
-            &format!("--base-path={}", dir.display()),
-            &dir.display().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start git daemon");
-    wait_until("git daemon listens", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (HostServer(child), port)
-}
-
 #[test]
 fn agent_egress_git_and_approvals_go_through_the_guards() {
     if !require_docker() {
@@ -130,11 +60,9 @@ fn agent_egress_git_and_approvals_go_through_the_guards() {
     let headers_log = world.path().join("headers.jsonl");
     let (_http, http_port) = start_http_world(&headers_log);
     let (_git, git_port) = start_git_world(world.path());
-    // A credential only the sidecars container gets (mode 0644 so uid 65534 can read it).
+    // A credential only the sidecars container gets: root:root 0400, as an operator keeps it.
     let token = "e2e-token-5f1c2b7a9d3e";
-    let cred = world.path().join("token");
-    std::fs::write(&cred, format!("{token}\n")).expect("write credential");
-    run("chmod", &["0644", &cred.display().to_string()]).ok("chmod");
+    let cred = root_credential(world.path(), "token", token);
 
     let manifest = format!(
         r#"

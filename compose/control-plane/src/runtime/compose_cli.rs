@@ -296,9 +296,14 @@ impl Runtime for ComposeCli {
         project: &str,
         service: &str,
         argv: &[String],
+        user: Option<&str>,
     ) -> Result<ExecOutput, RuntimeError> {
         let id = self.container_of(project, service).await?;
-        let mut full = self.docker(&["exec", &id]);
+        let mut full = self.docker(&["exec"]);
+        if let Some(user) = user {
+            full.extend(["-u".to_string(), user.to_string()]);
+        }
+        full.push(id);
         full.extend(argv.iter().cloned());
         let out = run(&full, None, QUERY_TIMEOUT).await?;
         if out.code != Some(0) {
@@ -312,6 +317,97 @@ impl Runtime for ComposeCli {
             stderr: out.stderr,
         })
     }
+
+    async fn network_subnets(
+        &self,
+        project: &str,
+    ) -> Result<Vec<bottle_spec::Subnet>, RuntimeError> {
+        network_subnets_cli(self, project).await
+    }
+}
+
+/// `docker network ls`, then `docker network inspect` of every network: the subnets of all but
+/// `project`'s own. A network removed between the two commands is not taken any more: its
+/// "No such network" is ignored as long as the others were inspected.
+async fn network_subnets_cli(
+    cli: &ComposeCli,
+    project: &str,
+) -> Result<Vec<bottle_spec::Subnet>, RuntimeError> {
+    let argv = cli.docker(&["network", "ls", "-q", "--no-trunc"]);
+    let out = run_ok(&argv, None, QUERY_TIMEOUT).await?;
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut argv = cli.docker(&["network", "inspect"]);
+    argv.extend(ids);
+    let out = run(&argv, None, QUERY_TIMEOUT).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let vanished_only = !stderr.trim().is_empty()
+        && stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.contains("No such network"));
+    if out.code != Some(0) && !vanished_only {
+        if let Some(why) = daemon_unreachable(&out.stderr) {
+            return Err(RuntimeError::Unreachable(why));
+        }
+        return Err(RuntimeError::Failed {
+            command: display(&argv),
+            status: format!("exit code {}", out.code.unwrap_or(-1)),
+            stderr: stderr.trim().to_string(),
+        });
+    }
+    parse_network_subnets(&out.stdout, project).map_err(|message| RuntimeError::Output {
+        command: display(&argv),
+        message,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkInspect {
+    #[serde(default)]
+    labels: Option<HashMap<String, String>>,
+    #[serde(default, rename = "IPAM")]
+    ipam: Option<NetworkIpam>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkIpam {
+    #[serde(default)]
+    config: Option<Vec<NetworkIpamConfig>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkIpamConfig {
+    #[serde(default)]
+    subnet: Option<String>,
+}
+
+/// `docker network inspect` output → the subnets of every network but `project`'s.
+fn parse_network_subnets(json: &[u8], project: &str) -> Result<Vec<bottle_spec::Subnet>, String> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let items: Vec<NetworkInspect> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    Ok(super::foreign_subnets(
+        items.iter().map(|n| {
+            let subnets = n
+                .ipam
+                .as_ref()
+                .and_then(|i| i.config.as_ref())
+                .map(|c| c.iter().filter_map(|c| c.subnet.as_deref()).collect())
+                .unwrap_or_default();
+            (n.labels.as_ref(), subnets)
+        }),
+        project,
+    ))
 }
 
 async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, tx: mpsc::Sender<LogLine>) {
@@ -479,6 +575,25 @@ mod tests {
         .unwrap();
         assert!(why.contains("cannot reach the Docker daemon"), "{why}");
         assert!(daemon_unreachable(b"Error: No such container: x").is_none());
+    }
+
+    #[test]
+    fn network_inspect_output_is_parsed() {
+        let json = br#"[
+            {"Name":"bridge","Labels":{},"IPAM":{"Driver":"default","Config":[{"Subnet":"172.17.0.0/16","Gateway":"172.17.0.1"}]}},
+            {"Name":"host","Labels":{},"IPAM":{"Driver":"default","Config":[]}},
+            {"Name":"none","Labels":null,"IPAM":{"Driver":"default","Config":null}},
+            {"Name":"bb-a_a-internal","Labels":{"com.docker.compose.project":"bb-a"},"IPAM":{"Config":[{"Subnet":"10.213.0.16/28"}]}},
+            {"Name":"bb-b_b-internal","Labels":{"com.docker.compose.project":"bb-b"},"IPAM":{"Config":[{"Subnet":"10.213.0.32/28"},{"Subnet":"fd00::/64"}]}}
+        ]"#;
+        let found: Vec<String> = parse_network_subnets(json, "bb-a")
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(found, ["10.213.0.32/28", "172.17.0.0/16"]);
+        assert!(parse_network_subnets(b"", "x").unwrap().is_empty());
+        assert!(parse_network_subnets(b"{", "x").is_err());
     }
 
     #[test]

@@ -27,9 +27,10 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::StartExecResults;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ExecConfig, HealthConfig,
-    HostConfig, Mount as ApiMount, MountType, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkDisconnectRequest, NetworkingConfig, PortBinding as ApiPortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
+    ExecConfig, HealthConfig, HostConfig, Ipam, IpamConfig, Mount as ApiMount, MountType,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+    PortBinding as ApiPortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
@@ -216,12 +217,25 @@ impl Engine {
                 let options = existing.options.unwrap_or_default();
                 let wanted = request.options.clone().unwrap_or_default();
                 let same_options = wanted.iter().all(|(k, v)| options.get(k) == Some(v));
+                // A fixed subnet must be the existing network's (the model's fixed addresses
+                // live in it).
+                let subnets = |ipam: Option<&Ipam>| -> BTreeSet<String> {
+                    ipam.and_then(|i| i.config.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.subnet.clone())
+                        .collect()
+                };
+                let wanted_subnets = subnets(request.ipam.as_ref());
+                let same_subnets =
+                    wanted_subnets.is_empty() || wanted_subnets == subnets(existing.ipam.as_ref());
                 if existing.internal.unwrap_or(false) != request.internal.unwrap_or(false)
                     || !same_options
+                    || !same_subnets
                 {
                     return Err(RuntimeError::Engine {
                         op: format!("create network {name}"),
-                        message: "a network of that name exists with other settings (internal flag or driver options); take the bottle down first so it is recreated".to_string(),
+                        message: "a network of that name exists with other settings (internal flag, driver options or subnet); take the bottle down first so it is recreated".to_string(),
                     });
                 }
                 Ok(())
@@ -328,7 +342,12 @@ impl Engine {
             .and_then(|c| c.network_settings)
             .and_then(|n| n.networks)
             .unwrap_or_default();
-        for (network, aliases) in &plan.networks {
+        for PlannedNetwork {
+            name: network,
+            aliases,
+            ipv4_address,
+        } in &plan.networks
+        {
             if let Some(endpoint) = connected.get(network) {
                 let has_short = endpoint
                     .aliases
@@ -350,6 +369,7 @@ impl Engine {
                 container: id.to_string(),
                 endpoint_config: Some(EndpointSettings {
                     aliases: Some(with_alias(aliases, short)),
+                    ipam_config: endpoint_ipam(ipv4_address.as_deref()),
                     ..Default::default()
                 }),
             };
@@ -696,6 +716,7 @@ impl Runtime for Engine {
         project: &str,
         service: &str,
         argv: &[String],
+        user: Option<&str>,
     ) -> Result<ExecOutput, RuntimeError> {
         let id = self.container_of(project, service).await?;
         let docker = self.docker().await?;
@@ -704,6 +725,7 @@ impl Runtime for Engine {
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(argv.to_vec()),
+                user: user.map(String::from),
                 ..Default::default()
             };
             let created = docker
@@ -759,6 +781,29 @@ impl Runtime for Engine {
                 })
             })
     }
+
+    async fn network_subnets(
+        &self,
+        project: &str,
+    ) -> Result<Vec<bottle_spec::Subnet>, RuntimeError> {
+        let docker = self.docker().await?;
+        let networks = docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| self.err("list the networks", e))?;
+        Ok(super::foreign_subnets(
+            networks.iter().map(|n| {
+                let subnets = n
+                    .ipam
+                    .as_ref()
+                    .and_then(|i| i.config.as_ref())
+                    .map(|c| c.iter().filter_map(|c| c.subnet.as_deref()).collect())
+                    .unwrap_or_default();
+                (n.labels.as_ref(), subnets)
+            }),
+            project,
+        ))
+    }
 }
 
 /// One service's container as Engine API requests: the create body (including the primary
@@ -771,12 +816,31 @@ pub struct ContainerPlan {
     pub name: String,
     /// The create-container body.
     pub body: ContainerCreateBody,
-    /// Every network of the service by full name, in compose's order (sorted by name), with
-    /// the aliases compose gives the container there (service name first, then the model's;
-    /// the container's short id is added once it is known).
-    pub networks: Vec<(String, Vec<String>)>,
+    /// Every network of the service, in compose's order (sorted by name).
+    pub networks: Vec<PlannedNetwork>,
     /// The configuration hash written into [`CONFIG_HASH_LABEL`].
     pub config_hash: String,
+}
+
+/// One network a container is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedNetwork {
+    /// The network's full name.
+    pub name: String,
+    /// The aliases compose gives the container there (service name first, then the model's;
+    /// the container's short id is added once it is known).
+    pub aliases: Vec<String>,
+    /// The container's fixed address there (the model's `ipv4_address`), if any.
+    pub ipv4_address: Option<String>,
+}
+
+/// The endpoint's IPAM config for a fixed address, as compose sends it (`IPAMConfig:
+/// {IPv4Address}`); none without one.
+fn endpoint_ipam(ipv4_address: Option<&str>) -> Option<EndpointIpamConfig> {
+    ipv4_address.map(|ip| EndpointIpamConfig {
+        ipv4_address: Some(ip.to_string()),
+        ..Default::default()
+    })
 }
 
 /// Docker name of a project-scoped network or volume: compose's `<project>_<key>`.
@@ -797,6 +861,21 @@ pub fn network_request(project: &str, key: &str, network: &Network) -> NetworkCr
         // compose sets it for every network on API >= 1.24
         attachable: Some(true),
         options: Some(network.driver_opts.clone().into_iter().collect()),
+        // compose: `IPAMConfig(driver=... or 'default', pool_configs=[...])`, no options
+        ipam: network.ipam.as_ref().map(|ipam| Ipam {
+            driver: Some("default".to_string()),
+            config: Some(
+                ipam.config
+                    .iter()
+                    .map(|pool| IpamConfig {
+                        subnet: Some(pool.subnet.clone()),
+                        gateway: Some(pool.gateway.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            options: None,
+        }),
         labels: Some(labels),
         ..Default::default()
     }
@@ -988,7 +1067,7 @@ pub fn plan_container(
         None => None,
     };
 
-    let mut networks: Vec<(String, Vec<String>)> = s
+    let mut networks: Vec<PlannedNetwork> = s
         .networks
         .iter()
         .map(|(key, n)| {
@@ -998,7 +1077,11 @@ pub fn plan_container(
                     aliases.push(a.clone());
                 }
             }
-            (full_name(&project.name, key), aliases)
+            PlannedNetwork {
+                name: full_name(&project.name, key),
+                aliases,
+                ipv4_address: n.ipv4_address.map(|ip| ip.to_string()),
+            }
         })
         .collect();
     networks.sort();
@@ -1013,7 +1096,7 @@ pub fn plan_container(
     let primary = networks.first().cloned();
 
     let host_config = HostConfig {
-        network_mode: primary.as_ref().map(|(name, _)| name.clone()),
+        network_mode: primary.as_ref().map(|n| n.name.clone()),
         // compose always sends these, empty or not (Docker reports `[]`/`{}`, not null)
         port_bindings: Some(bindings),
         binds: Some(Vec::new()),
@@ -1022,10 +1105,13 @@ pub fn plan_container(
         tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
         readonly_rootfs: Some(s.read_only),
         cap_drop: (!s.cap_drop.is_empty()).then(|| s.cap_drop.clone()),
+        cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
         security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
+        dns: (!s.dns.is_empty()).then(|| s.dns.iter().map(ToString::to_string).collect()),
         init: s.init,
         nano_cpus,
         memory,
+        pids_limit: s.pids_limit.map(i64::from),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -1041,11 +1127,12 @@ pub fn plan_container(
         healthcheck,
         stop_timeout: Some(stop_timeout),
         host_config: Some(host_config),
-        networking_config: primary.map(|(name, aliases)| NetworkingConfig {
+        networking_config: primary.map(|n| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
-                name,
+                n.name,
                 EndpointSettings {
-                    aliases: Some(aliases),
+                    aliases: Some(n.aliases),
+                    ipam_config: endpoint_ipam(n.ipv4_address.as_deref()),
                     ..Default::default()
                 },
             )])),
@@ -1429,7 +1516,9 @@ fn io_reason(kind: std::io::ErrorKind, err: Option<&std::io::Error>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bottle_compose::model::{DependsOn, Healthcheck, PortBinding, ServiceNetwork};
+    use bottle_compose::model::{
+        DependsOn, Healthcheck, Ipam as ModelIpam, IpamPool, PortBinding, ServiceNetwork,
+    };
     use std::net::{IpAddr, Ipv4Addr};
 
     fn service(name: &str) -> Service {
@@ -1443,17 +1532,20 @@ mod tests {
             environment: BTreeMap::new(),
             labels: BTreeMap::from([("io.bot-bottle.slug".into(), "x".into())]),
             networks: BTreeMap::from([("x-internal".into(), ServiceNetwork::default())]),
+            dns: vec![],
             ports: vec![],
             volumes: vec![],
             tmpfs: vec![],
             read_only: true,
             cap_drop: vec!["ALL".into()],
+            cap_add: vec![],
             security_opt: vec!["no-new-privileges:true".into()],
             depends_on: BTreeMap::new(),
             healthcheck: None,
             stop_grace_period: "10s".into(),
             cpus: None,
             mem_limit: None,
+            pids_limit: None,
         }
     }
 
@@ -1466,15 +1558,26 @@ mod tests {
                 "x-internal".into(),
                 ServiceNetwork {
                     aliases: vec!["sidecars".into(), "extra".into()],
+                    ipv4_address: Some(Ipv4Addr::new(10, 213, 0, 2)),
                 },
             ),
             ("x-egress".into(), ServiceNetwork::default()),
         ]);
-        sidecars.ports = vec![PortBinding {
-            host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port: None,
-            container_port: 9000,
-        }];
+        sidecars.user = "0:0".into();
+        sidecars.cap_add = vec![
+            "CHOWN".into(),
+            "KILL".into(),
+            "SETGID".into(),
+            "SETUID".into(),
+        ];
+        sidecars.pids_limit = Some(512);
+        sidecars.ports = [9000, 9001]
+            .map(|container_port| PortBinding {
+                host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port: None,
+                container_port,
+            })
+            .to_vec();
         sidecars.volumes = vec![
             Mount::Bind {
                 source: "./config/init.json".into(),
@@ -1492,7 +1595,10 @@ mod tests {
                 read_only: false,
             },
         ];
-        sidecars.tmpfs = vec!["/tmp".into(), "/run/s:uid=65534,mode=0750".into()];
+        sidecars.tmpfs = vec![
+            "/tmp:size=64m,mode=1777".into(),
+            "/run/s:size=16m,mode=0755".into(),
+        ];
         sidecars.healthcheck = Some(Healthcheck {
             test: vec!["CMD".into(), "/sidecar-init".into(), "health".into()],
             interval: "1s".into(),
@@ -1506,6 +1612,9 @@ mod tests {
         agent.init = Some(true);
         agent.command = Some(vec!["sleep".into(), "infinity".into()]);
         agent.environment = BTreeMap::from([("A".into(), "x=$y".into())]);
+        agent.dns = vec![IpAddr::V4(Ipv4Addr::new(10, 213, 0, 2))];
+        agent.pids_limit = Some(1024);
+        agent.tmpfs = vec!["/tmp:size=256m,mode=1777".into()];
         agent.depends_on = BTreeMap::from([(
             "sidecars".into(),
             DependsOn {
@@ -1524,6 +1633,12 @@ mod tests {
                             "com.docker.network.bridge.name".into(),
                             "bb0123".into(),
                         )]),
+                        ipam: Some(ModelIpam {
+                            config: vec![IpamPool {
+                                subnet: "10.213.0.0/28".into(),
+                                gateway: Ipv4Addr::new(10, 213, 0, 1),
+                            }],
+                        }),
                         labels: BTreeMap::from([("io.bot-bottle.slug".into(), "x".into())]),
                     },
                 ),
@@ -1601,6 +1716,21 @@ mod tests {
         assert_eq!(labels[NETWORK_LABEL], "x-internal");
         assert_eq!(labels[VERSION_LABEL], COMPOSE_VERSION);
         assert_eq!(labels["io.bot-bottle.slug"], "x");
+        // The fixed subnet, as compose sends it: the default driver, one pool, no options.
+        assert_eq!(
+            n.ipam,
+            Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some("10.213.0.0/28".into()),
+                    gateway: Some("10.213.0.1".into()),
+                    ..Default::default()
+                }]),
+                options: None,
+            })
+        );
+        let e = network_request(&p.name, "x-egress", &p.networks["x-egress"]);
+        assert_eq!(e.ipam, None, "no subnet in the model: Docker picks one");
         let v = volume_request(&p.name, "state", &p.volumes["state"]);
         assert_eq!(v.name.as_deref(), Some("bb-x_state"));
         let labels = v.labels.unwrap();
@@ -1637,7 +1767,7 @@ mod tests {
         let b = &plan.body;
         assert_eq!(b.image.as_deref(), Some("img:1"));
         assert_eq!(b.hostname.as_deref(), Some("sidecars"));
-        assert_eq!(b.user.as_deref(), Some("65534:65534"));
+        assert_eq!(b.user.as_deref(), Some("0:0"));
         assert_eq!(b.cmd, None);
         assert_eq!(
             b.env.as_deref(),
@@ -1660,7 +1790,7 @@ mod tests {
         assert_eq!(labels[CONFIG_HASH_LABEL], plan.config_hash);
         assert_eq!(
             b.exposed_ports.as_deref(),
-            Some(&["9000/tcp".to_string()][..])
+            Some(&["9000/tcp".to_string(), "9001/tcp".to_string()][..])
         );
         assert_eq!(b.stop_timeout, Some(10));
         let h = b.healthcheck.clone().unwrap();
@@ -1676,7 +1806,7 @@ mod tests {
         let hc = b.host_config.clone().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("bb-x_x-egress"));
         assert_eq!(
-            hc.port_bindings.unwrap()["9000/tcp"],
+            hc.port_bindings.as_ref().unwrap()["9000/tcp"],
             Some(vec![ApiPortBinding {
                 host_ip: Some("127.0.0.1".into()),
                 host_port: Some(String::new()),
@@ -1695,12 +1825,24 @@ mod tests {
         assert_eq!(mounts[2].typ, Some(MountType::VOLUME));
         assert_eq!(mounts[2].source.as_deref(), Some("bb-x_state"));
         assert_eq!(mounts[2].read_only, Some(false));
+        assert_eq!(
+            hc.port_bindings.as_ref().unwrap()["9001/tcp"],
+            Some(vec![ApiPortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(String::new()),
+            }])
+        );
+        // Split at the first `:` like compose's `convert_tmpfs_mounts`: size and mode intact.
         let tmpfs = hc.tmpfs.unwrap();
-        assert_eq!(tmpfs["/tmp"], "");
-        assert_eq!(tmpfs["/run/s"], "uid=65534,mode=0750");
+        assert_eq!(tmpfs.len(), 2);
+        assert_eq!(tmpfs["/tmp"], "size=64m,mode=1777");
+        assert_eq!(tmpfs["/run/s"], "size=16m,mode=0755");
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(hc.cap_add.unwrap(), ["CHOWN", "KILL", "SETGID", "SETUID"]);
         assert_eq!(hc.security_opt.unwrap(), ["no-new-privileges:true"]);
+        assert_eq!(hc.pids_limit, Some(512));
+        assert_eq!(hc.dns, None);
         assert_eq!(hc.init, None);
         assert_eq!(hc.nano_cpus, Some(1_500_000_000));
         assert_eq!(hc.memory, Some(512 * 1024 * 1024));
@@ -1708,11 +1850,16 @@ mod tests {
         assert_eq!(
             plan.networks,
             vec![
-                ("bb-x_x-egress".to_string(), vec!["sidecars".to_string()]),
-                (
-                    "bb-x_x-internal".to_string(),
-                    vec!["sidecars".to_string(), "extra".to_string()]
-                ),
+                PlannedNetwork {
+                    name: "bb-x_x-egress".to_string(),
+                    aliases: vec!["sidecars".to_string()],
+                    ipv4_address: None,
+                },
+                PlannedNetwork {
+                    name: "bb-x_x-internal".to_string(),
+                    aliases: vec!["sidecars".to_string(), "extra".to_string()],
+                    ipv4_address: Some("10.213.0.2".to_string()),
+                },
             ]
         );
         let endpoints = b
@@ -1726,6 +1873,41 @@ mod tests {
             endpoints["bb-x_x-egress"].aliases.as_deref(),
             Some(&["sidecars".to_string()][..])
         );
+        assert_eq!(endpoints["bb-x_x-egress"].ipam_config, None);
+        // The fixed address goes with the (re)connect of the internal network at start.
+        assert_eq!(
+            endpoint_ipam(plan.networks[1].ipv4_address.as_deref()),
+            Some(EndpointIpamConfig {
+                ipv4_address: Some("10.213.0.2".into()),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn a_fixed_address_on_the_primary_network_is_sent_at_create() {
+        let mut p = project();
+        p.services
+            .get_mut("agent")
+            .unwrap()
+            .networks
+            .get_mut("x-internal")
+            .unwrap()
+            .ipv4_address = Some(Ipv4Addr::new(10, 213, 0, 3));
+        let plan = plan_container(&p, "agent", Path::new("/d")).unwrap();
+        let endpoints = plan
+            .body
+            .networking_config
+            .unwrap()
+            .endpoints_config
+            .unwrap();
+        assert_eq!(
+            endpoints["bb-x_x-internal"]
+                .ipam_config
+                .as_ref()
+                .and_then(|c| c.ipv4_address.as_deref()),
+            Some("10.213.0.3")
+        );
     }
 
     #[test]
@@ -1738,6 +1920,11 @@ mod tests {
         assert_eq!(b.env.as_deref(), Some(&["A=x=$y".to_string()][..]));
         let hc = b.host_config.clone().unwrap();
         assert_eq!(hc.init, Some(true));
+        // The bottle's DNS responder, as compose's `dns:` sends it.
+        assert_eq!(hc.dns, Some(vec!["10.213.0.2".to_string()]));
+        assert_eq!(hc.pids_limit, Some(1024));
+        assert_eq!(hc.cap_add, None);
+        assert_eq!(hc.tmpfs.unwrap()["/tmp"], "size=256m,mode=1777");
         assert_eq!(hc.port_bindings, Some(HashMap::new()));
         assert_eq!(b.exposed_ports, None);
         assert_eq!(b.healthcheck, None);

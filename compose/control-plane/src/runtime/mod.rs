@@ -66,13 +66,26 @@ pub trait Runtime: Send + Sync {
         options: LogOptions,
     ) -> Result<mpsc::Receiver<LogLine>, RuntimeError>;
 
-    /// Run a command in a service's container.
+    /// Run a command in a service's container, as `user` (`"UID:GID"`, like `docker exec
+    /// -u`) or, with `None`, as the container's user. Nobody in the sidecars container holds
+    /// `CAP_DAC_OVERRIDE`, so a tool working on a daemon's files must run as that daemon's
+    /// uid (`supervise-ctl` as supervise's).
     async fn exec(
         &self,
         project: &str,
         service: &str,
         argv: &[String],
+        user: Option<&str>,
     ) -> Result<ExecOutput, RuntimeError>;
+
+    /// The IPv4 subnets of every Docker network that exists, except the networks of
+    /// `project` itself (compose's project label): what a new bottle's agent network must not
+    /// overlap ([`bottle_spec::Subnet::for_project`]). Networks without IPv4 IPAM config
+    /// (`host`, `none`) have none.
+    async fn network_subnets(
+        &self,
+        project: &str,
+    ) -> Result<Vec<bottle_spec::Subnet>, RuntimeError>;
 
     /// Every bottle that has containers in the runtime, found by the renderer's slug label
     /// (`io.bot-bottle.slug`), whichever control plane made it, with its containers: how a
@@ -137,8 +150,16 @@ impl<T: Runtime + ?Sized> Runtime for Box<T> {
         project: &str,
         service: &str,
         argv: &[String],
+        user: Option<&str>,
     ) -> Result<ExecOutput, RuntimeError> {
-        (**self).exec(project, service, argv).await
+        (**self).exec(project, service, argv, user).await
+    }
+
+    async fn network_subnets(
+        &self,
+        project: &str,
+    ) -> Result<Vec<bottle_spec::Subnet>, RuntimeError> {
+        (**self).network_subnets(project).await
     }
 
     async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError> {
@@ -231,6 +252,45 @@ impl RuntimeError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, RuntimeError::Unreachable(_))
     }
+}
+
+/// The subnets of networks as Docker reports them (`(labels, IPAM subnets)` per network),
+/// leaving out `project`'s own networks and what is not IPv4. Both backends go through it.
+/// Host bits are tolerated (masked off): Docker normally reports network addresses, but a
+/// network created with `--subnet 10.1.2.3/24` keeps the text it was given.
+pub fn foreign_subnets<'a>(
+    networks: impl IntoIterator<Item = (Option<&'a HashMap<String, String>>, Vec<&'a str>)>,
+    project: &str,
+) -> Vec<bottle_spec::Subnet> {
+    let mut out: Vec<bottle_spec::Subnet> = networks
+        .into_iter()
+        .filter(|(labels, _)| {
+            labels
+                .and_then(|l| l.get(PROJECT_LABEL))
+                .map(String::as_str)
+                != Some(project)
+        })
+        .flat_map(|(_, subnets)| subnets.into_iter().filter_map(ipv4_subnet))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `A.B.C.D/N` as a subnet (host bits masked off); `None` for IPv6 or anything else.
+pub fn ipv4_subnet(text: &str) -> Option<bottle_spec::Subnet> {
+    let (addr, prefix) = text.trim().split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    };
+    Some(bottle_spec::Subnet {
+        base: std::net::Ipv4Addr::from(u32::from(addr) & mask),
+        prefix,
+    })
 }
 
 /// A bottle found in the runtime by its labels ([`Runtime::bottles`]), with its containers.
@@ -421,6 +481,25 @@ mod tests {
             health: None,
             ports: vec![],
         }
+    }
+
+    #[test]
+    fn subnets_of_other_networks_are_taken() {
+        let ours = HashMap::from([(PROJECT_LABEL.to_string(), "bb-a".to_string())]);
+        let theirs = HashMap::from([(PROJECT_LABEL.to_string(), "bb-b".to_string())]);
+        let found = foreign_subnets(
+            [
+                (Some(&ours), vec!["10.213.0.16/28"]),
+                (Some(&theirs), vec!["10.213.0.32/28", "fd00::/64"]),
+                (None, vec!["172.17.0.0/16"]),
+                (None, vec![]),
+                (None, vec!["10.1.2.3/24", "garbage"]),
+            ],
+            "bb-a",
+        );
+        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["10.1.2.0/24", "10.213.0.32/28", "172.17.0.0/16"]);
+        assert_eq!(ipv4_subnet("10.0.0.0/33"), None);
     }
 
     #[test]

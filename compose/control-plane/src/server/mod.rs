@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use crate::api::{BottleState, ControlError, DownReport, Endpoint, ServiceStatus, UpReport};
 use crate::approvals::Op;
 use crate::core::Controller;
+use crate::packs::PackAnswer;
 use crate::runtime::{LogOptions, Runtime};
 use crate::source::Source;
 use auth::Token;
@@ -257,20 +258,32 @@ impl<R: Runtime + 'static> Api<R> {
             Route::PackCall(slug, name) => {
                 check_slug(&slug)?;
                 let input = self.read(req).await?;
-                match ctl.packs_call(&slug, &name, input).await {
-                    Ok(answer) => Ok(with_type(
-                        Response::new(body::full(answer)),
-                        "application/json",
-                    )),
-                    // pack-exec's own error answer goes back unchanged (status and body).
-                    Err(ControlError::Daemon { status, body, .. }) => {
-                        let mut resp = Response::new(body::full(body));
-                        *resp.status_mut() =
-                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                        Ok(with_type(resp, "application/json"))
-                    }
-                    Err(e) => Err(control(e)),
+                relay(
+                    ctl.packs_call(&slug, &name, input)
+                        .await
+                        .map(|body| PackAnswer { status: 200, body }),
+                )
+            }
+            Route::PackInstall(slug, name) => {
+                check_slug(&slug)?;
+                let flags = routes::install_query(req.uri().query())
+                    .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m))?;
+                let archive = self.read(req).await?;
+                if archive.is_empty() {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        "the request body is empty: send the pack directory as a tar.gz",
+                    ));
                 }
+                relay(
+                    ctl.packs_install_archive(&slug, &name, archive, flags)
+                        .await,
+                )
+            }
+            Route::PackDelete(slug, name) => {
+                check_slug(&slug)?;
+                relay(ctl.packs_delete(&slug, &name).await)
             }
         }
     }
@@ -310,6 +323,24 @@ impl<R: Runtime + 'static> Api<R> {
             )
         })
     }
+}
+
+/// pack-exec's answer, success or its own error, goes back unchanged (status and body); a
+/// failure before pack-exec answered is the API's own error.
+fn relay(result: Result<PackAnswer, ControlError>) -> Result<Response<Body>, ApiError> {
+    let (status, bytes) = match result {
+        Ok(answer) => (answer.status, answer.body),
+        Err(ControlError::Daemon { status, body, .. }) => (status, Bytes::from(body)),
+        Err(e) => return Err(control(e)),
+    };
+    let empty = bytes.is_empty();
+    let mut resp = Response::new(body::full(bytes));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    Ok(if empty {
+        resp
+    } else {
+        with_type(resp, "application/json")
+    })
 }
 
 /// `ControlError` → the API's error answer. 5xx causes are logged (they are ours or the

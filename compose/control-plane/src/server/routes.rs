@@ -22,6 +22,10 @@ pub enum Route {
     Logs(String),
     /// `POST /v1/bottles/{slug}/packs/{name}`.
     PackCall(String, String),
+    /// `PUT /v1/bottles/{slug}/packs/{name}` (body: the pack as tar.gz).
+    PackInstall(String, String),
+    /// `DELETE /v1/bottles/{slug}/packs/{name}`.
+    PackDelete(String, String),
     /// `GET /v1/bottles/{slug}/approvals` (`?pending=1`).
     Approvals(String),
     /// `GET /v1/bottles/{slug}/approvals/{id}`.
@@ -67,7 +71,12 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         }
         ["v1", "bottles", slug, "logs"] if !slug.is_empty() => allow("GET", Route::Logs(seg(slug))),
         ["v1", "bottles", slug, "packs", name] if !slug.is_empty() && !name.is_empty() => {
-            allow("POST", Route::PackCall(seg(slug), seg(name)))
+            match *method {
+                Method::POST => Ok(Route::PackCall(seg(slug), seg(name))),
+                Method::PUT => Ok(Route::PackInstall(seg(slug), seg(name))),
+                Method::DELETE => Ok(Route::PackDelete(seg(slug), seg(name))),
+                _ => Err(NoRoute::Method("POST, PUT, DELETE")),
+            }
         }
         ["v1", "bottles", slug, "approvals"] if !slug.is_empty() => {
             allow("GET", Route::Approvals(seg(slug)))
@@ -106,6 +115,23 @@ pub fn approvals_query(query: Option<&str>) -> Result<bool, String> {
         }
     }
     Ok(pending)
+}
+
+/// Parse `?allow_unsigned=1&replace_shipped=1` of a pack install.
+pub fn install_query(query: Option<&str>) -> Result<crate::packs::InstallFlags, String> {
+    let mut flags = crate::packs::InstallFlags::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("allow_unsigned", v) => flags.allow_unsigned = flag("allow_unsigned", v)?,
+            ("replace_shipped", v) => flags.replace_shipped = flag("replace_shipped", v)?,
+            (k, _) => {
+                return Err(format!(
+                    "unknown query parameter {k:?} (known: allow_unsigned, replace_shipped)"
+                ))
+            }
+        }
+    }
+    Ok(flags)
 }
 
 /// Query of `GET /v1/bottles/{slug}/logs`.
@@ -183,6 +209,30 @@ mod tests {
             r(Method::POST, "/v1/bottles/a1/packs/cmd.upper"),
             Ok(Route::PackCall("a1".into(), "cmd.upper".into()))
         );
+        assert_eq!(
+            r(Method::PUT, "/v1/bottles/a1/packs/cmd.upper"),
+            Ok(Route::PackInstall("a1".into(), "cmd.upper".into()))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/v1/bottles/a1/packs/cmd.upper"),
+            Ok(Route::PackDelete("a1".into(), "cmd.upper".into()))
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/bottles/a1/packs/cmd.upper"),
+            Err(NoRoute::Method("POST, PUT, DELETE"))
+        );
+        assert_eq!(
+            install_query(Some("allow_unsigned=1&replace_shipped=true")),
+            Ok(crate::packs::InstallFlags {
+                allow_unsigned: true,
+                replace_shipped: true
+            })
+        );
+        assert_eq!(install_query(None), Ok(Default::default()));
+        assert!(install_query(Some("force=1"))
+            .unwrap_err()
+            .contains("force"));
+        assert!(install_query(Some("allow_unsigned=maybe")).is_err());
         assert_eq!(
             r(Method::PUT, "/v1/bottles"),
             Err(NoRoute::Method("GET, POST"))

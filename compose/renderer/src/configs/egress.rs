@@ -6,12 +6,16 @@
 //! credential NAME"; egress's own `${cred:NAME}` is accepted as a synonym); egress's route
 //! templates read `${cred:NAME}` from `credentials_dir`, so the references are rewritten here.
 //! Validation guarantees no other `${` occurs.
+//!
+//! Every secret egress reads (route and vault credentials, the CA key) is in its own
+//! credentials directory, `/run/sidecars/credentials/egress/`, where sidecar-init copies them
+//! (see [`crate::configs::credentials`]); egress cannot read the mounted originals.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::configs::{credential_path, CA_CERT, CA_KEY, SECRETS_DIR};
+use crate::configs::{daemon_credential, CA_CERT};
 use crate::daemon::Daemon;
 use crate::manifest::Manifest;
 
@@ -29,12 +33,12 @@ pub struct EgressConfig {
     pub routes: Vec<EgressRoute>,
     /// `${vault:NAME}` scopes.
     pub vault: BTreeMap<String, EgressVault>,
-    /// The mounted credential files (absent when the bottle declares none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credentials_dir: Option<String>,
+    /// egress's credentials directory (filled by sidecar-init): `${cred:NAME}` is the file
+    /// `NAME` there.
+    pub credentials_dir: String,
     /// The bottle CA's certificate (mounted read-only).
     pub ca_cert: String,
-    /// The bottle CA's key (mounted read-only).
+    /// The bottle CA's key: egress's credential `ca.key`.
     pub ca_key: String,
     /// The manifest's SSRF exceptions (egress applies the guard again).
     pub allow_cidrs: Vec<String>,
@@ -52,7 +56,7 @@ pub struct EgressRoute {
 /// One vault entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EgressVault {
-    /// The mounted credential file.
+    /// The credential's file in egress's credentials directory.
     pub file: String,
     /// Hosts the value may be sent to.
     pub hosts: Vec<String>,
@@ -87,15 +91,15 @@ pub fn render(m: &Manifest) -> serde_json::Value {
                 (
                     name.clone(),
                     EgressVault {
-                        file: credential_path(name),
+                        file: daemon_credential(Daemon::Egress, name),
                         hosts: entry.hosts.clone(),
                     },
                 )
             })
             .collect(),
-        credentials_dir: (!m.credentials.is_empty()).then(|| SECRETS_DIR.to_string()),
+        credentials_dir: Daemon::Egress.credentials_dir(),
         ca_cert: CA_CERT.to_string(),
-        ca_key: CA_KEY.to_string(),
+        ca_key: daemon_credential(Daemon::Egress, bottle_spec::CA_KEY_CREDENTIAL),
         allow_cidrs: m.allow_cidrs.clone(),
     };
     serde_json::to_value(config).unwrap_or_default()

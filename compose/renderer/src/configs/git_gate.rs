@@ -4,12 +4,11 @@
 
 use serde::Serialize;
 
-use crate::configs::SECRETS_DIR;
 use crate::daemon::Daemon;
 use crate::manifest::Manifest;
 
-/// Where the bare mirrors live: the named volume `git-gate-mirrors` (owned by 65534 in the
-/// image, so the volume is initialised with that owner).
+/// Where the bare mirrors live: the named volume `git-gate-mirrors` (owned by git-gate's uid
+/// in the image, so the volume is initialised with that owner).
 pub const BASE_DIR: &str = "/git";
 
 /// The keys of git-gate's config the renderer sets.
@@ -21,7 +20,8 @@ pub struct GitGateConfig {
     pub base_dir: String,
     /// The manifest's repositories.
     pub repos: Vec<Repo>,
-    /// The mounted credential files; a repo's `credential` is a file name there.
+    /// git-gate's credentials directory (filled by sidecar-init with the repositories'
+    /// credentials); a repo's `credential` is a file name there.
     pub credentials_dir: String,
 }
 
@@ -51,7 +51,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
                 credential: r.credential.clone(),
             })
             .collect(),
-        credentials_dir: SECRETS_DIR.to_string(),
+        credentials_dir: Daemon::GitGate.credentials_dir(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }

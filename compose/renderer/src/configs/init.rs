@@ -1,26 +1,46 @@
 //! `init.json`: sidecar-init's daemon table, with the bottle's per-daemon overrides.
 //!
 //! The default table is the one baked into the image (`images/sidecars/init.json`; a test
-//! keeps them equal). All five daemons are listed; `SIDECARS_DAEMONS` (set on the service)
-//! selects the enabled ones, so optional dependencies stay declared in one place.
+//! keeps them equal). It lists the DNS responder (always on, first) and all five daemons;
+//! `SIDECARS_DAEMONS` (set on the service) selects the enabled ones, so optional dependencies
+//! stay declared in one place.
+//!
+//! Every entry names the daemon's own uid (`user`, from `bottle_spec::Daemon::user`): init
+//! runs as root with only `CHOWN KILL SETGID SETUID` and starts each daemon under its uid. A
+//! daemon's `credentials` map a file name in its private credentials directory to the mounted
+//! secret init copies there before any daemon starts (see [`crate::configs::credentials`]).
+//! With pack-exec, `handlers` tells init how to start pack handlers for pack-exec over the
+//! spawn socket, and their per-call limits.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::configs::{credentials, fixed_credentials};
 use crate::daemon::Daemon;
 use crate::manifest::{Manifest, RestartPolicy};
+use crate::validate::parse_size;
 
 /// Whole-shutdown budget of init (well inside compose's 10 s `stop_grace_period`).
 pub const GRACE_MS: u64 = 8000;
 /// Default SIGTERM → SIGKILL grace of one daemon.
 pub const DAEMON_GRACE_MS: u64 = 5000;
 /// init's control socket (on the `/run/sidecars` tmpfs), used by `sidecar-init health`.
-pub const SOCKET: &str = "/run/sidecars/init.sock";
+pub const SOCKET: &str = bottle_spec::INIT_SOCKET;
 /// supervise's operator listener, where init posts daemon events (only when supervise runs).
 pub const NOTIFY_URL: &str = "http://127.0.0.1:9101/v1/events";
 /// The multi-call daemon binary in the sidecars image.
 pub const DAEMON_BINARY: &str = "/usr/local/bin/sidecars";
+/// Where init creates each handler call's temp dir (as the handler's uid).
+pub const HANDLER_TMP_DIR: &str = "/tmp";
+/// Default `resources.handlers.processes`.
+pub const DEFAULT_HANDLER_PROCESSES: u64 = 64;
+/// Default `resources.handlers.address_space` (1g).
+pub const DEFAULT_HANDLER_ADDRESS_SPACE: u64 = 1 << 30;
+/// Default `resources.handlers.file_size` (64m).
+pub const DEFAULT_HANDLER_FILE_SIZE: u64 = 64 << 20;
+/// Default `resources.handlers.open_files`.
+pub const DEFAULT_HANDLER_OPEN_FILES: u64 = 256;
 
 /// sidecar-init's config file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,8 +52,54 @@ pub struct InitConfig {
     /// Where daemon events are posted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// How init starts pack handlers for pack-exec (only when pack-exec runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<Handlers>,
     /// The daemon table.
     pub daemons: Vec<InitDaemon>,
+}
+
+/// init's handler spawner: pack-exec (uid `client_uid`, checked with `SO_PEERCRED`) asks over
+/// `socket` for a handler; init starts it under a free uid of `first_uid..=last_uid` with a
+/// fresh temp dir under `tmp_dir` and `limits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Handlers {
+    /// The spawn socket.
+    pub socket: String,
+    /// The only uid served (pack-exec's).
+    pub client_uid: u32,
+    /// First handler uid.
+    pub first_uid: u32,
+    /// Last handler uid (inclusive).
+    pub last_uid: u32,
+    /// Parent of the per-call temp dirs.
+    pub tmp_dir: String,
+    /// Per-call limits.
+    pub limits: HandlerLimits,
+}
+
+/// The rlimits of one handler call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HandlerLimits {
+    /// `RLIMIT_NPROC`: processes (and threads) of the handler's uid.
+    pub processes: u64,
+    /// `RLIMIT_AS`, bytes.
+    pub address_space_bytes: u64,
+    /// `RLIMIT_FSIZE`, bytes.
+    pub file_size_bytes: u64,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: u64,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        HandlerLimits {
+            processes: DEFAULT_HANDLER_PROCESSES,
+            address_space_bytes: DEFAULT_HANDLER_ADDRESS_SPACE,
+            file_size_bytes: DEFAULT_HANDLER_FILE_SIZE,
+            open_files: DEFAULT_HANDLER_OPEN_FILES,
+        }
+    }
 }
 
 /// One supervised daemon.
@@ -45,8 +111,11 @@ pub struct InitDaemon {
     pub argv: Vec<String>,
     /// The daemon's own environment.
     pub env: BTreeMap<String, String>,
-    /// User to switch to (none: the container's user).
+    /// `UID:GID` init starts the daemon as (its own uid).
     pub user: Option<String>,
+    /// File name in the daemon's credentials directory → mounted secret init copies there.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, String>,
     /// Ready probe.
     pub ready: Option<Ready>,
     /// Dependencies (ready before this one starts).
@@ -114,7 +183,8 @@ pub fn default_daemon(d: Daemon) -> InitDaemon {
             d.config_path(),
         ],
         env: BTreeMap::new(),
-        user: None,
+        user: Some(d.user()),
+        credentials: fixed_credentials(d),
         ready: Some(ready),
         depends_on,
         restart: RestartPolicy::OnFailure,
@@ -125,24 +195,95 @@ pub fn default_daemon(d: Daemon) -> InitDaemon {
     }
 }
 
-/// The default table (all five daemons), as baked into the image.
+/// The DNS responder's entry: always on (not a manifest daemon), no dependencies, ready
+/// when its TCP port answers.
+pub fn dns_daemon() -> InitDaemon {
+    InitDaemon {
+        name: bottle_spec::DNS_NAME.to_string(),
+        argv: vec![
+            DAEMON_BINARY.to_string(),
+            bottle_spec::DNS_NAME.to_string(),
+            "--config".to_string(),
+            bottle_spec::DNS_CONFIG.to_string(),
+        ],
+        env: BTreeMap::new(),
+        user: Some(format!("{0}:{0}", bottle_spec::DNS_UID)),
+        credentials: BTreeMap::new(),
+        ready: Some(Ready::Tcp(bottle_spec::DNS_PORT)),
+        depends_on: vec![],
+        restart: RestartPolicy::OnFailure,
+        grace_ms: DAEMON_GRACE_MS,
+        ready_timeout_ms: None,
+        reload_signal: None,
+        forward_signals: vec![],
+    }
+}
+
+/// The handler spawner with `limits`.
+pub fn handlers(limits: HandlerLimits) -> Handlers {
+    Handlers {
+        socket: bottle_spec::SPAWN_SOCKET.to_string(),
+        client_uid: Daemon::PackExec.uid(),
+        first_uid: *bottle_spec::HANDLER_UIDS.start(),
+        last_uid: *bottle_spec::HANDLER_UIDS.end(),
+        tmp_dir: HANDLER_TMP_DIR.to_string(),
+        limits,
+    }
+}
+
+/// The bottle's handler limits: `resources.handlers` over the defaults.
+pub fn handler_limits(m: &Manifest) -> HandlerLimits {
+    let mut limits = HandlerLimits::default();
+    let Some(h) = &m.resources.handlers else {
+        return limits;
+    };
+    if let Some(n) = h.processes {
+        limits.processes = u64::from(n);
+    }
+    if let Some(bytes) = h.address_space.as_deref().and_then(parse_size) {
+        limits.address_space_bytes = bytes;
+    }
+    if let Some(bytes) = h.file_size.as_deref().and_then(parse_size) {
+        limits.file_size_bytes = bytes;
+    }
+    if let Some(n) = h.open_files {
+        limits.open_files = u64::from(n);
+    }
+    limits
+}
+
+/// The default table (the DNS responder and all five daemons, the handler spawner with the
+/// default limits), as baked into the image.
 pub fn default_config() -> InitConfig {
+    let mut daemons = vec![dns_daemon()];
+    daemons.extend(Daemon::ALL.iter().map(|d| default_daemon(*d)));
     InitConfig {
         grace_ms: GRACE_MS,
         socket: SOCKET.to_string(),
         notify_url: Some(NOTIFY_URL.to_string()),
-        daemons: Daemon::ALL.iter().map(|d| default_daemon(*d)).collect(),
+        handlers: Some(handlers(HandlerLimits::default())),
+        daemons,
     }
 }
 
-/// The bottle's `init.json`: the default table with the manifest's `daemon_settings` applied.
-/// Events go to supervise only when it is enabled.
+/// The bottle's `init.json`: the default table with the manifest's credentials, handler
+/// limits and `daemon_settings` applied. Events go to supervise only when it is enabled; the
+/// handler spawner exists only with pack-exec; a disabled daemon declares no credentials (its
+/// secrets are not mounted).
 pub fn render(m: &Manifest) -> InitConfig {
     let mut config = default_config();
     if !m.daemons.contains(&Daemon::Supervise) {
         config.notify_url = None;
     }
-    for (daemon, entry) in Daemon::ALL.iter().zip(config.daemons.iter_mut()) {
+    config.handlers = m
+        .daemons
+        .contains(&Daemon::PackExec)
+        .then(|| handlers(handler_limits(m)));
+    for entry in config.daemons.iter_mut() {
+        let Some(daemon) = Daemon::from_name(&entry.name) else {
+            continue; // the DNS responder: not configurable
+        };
+        entry.credentials = credentials(daemon, m);
         let Some(settings) = m.daemon_settings.get(daemon.name()) else {
             continue;
         };

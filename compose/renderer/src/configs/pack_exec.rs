@@ -1,9 +1,10 @@
-//! `pack-exec.json`: where pack-exec listens, keeps its state and finds the bottle's packs.
-//! The shape is pack-exec's `Config` (sidecars/pack-exec/src/config.rs); unset keys keep
-//! pack-exec's defaults.
+//! `pack-exec.json`: where pack-exec listens (agent and operator listeners), keeps its state,
+//! finds the bottle's packs and asks sidecar-init to start handlers. The shape is pack-exec's
+//! `Config` (sidecars/pack-exec/src/config.rs); unset keys keep pack-exec's defaults.
 
 use serde::Serialize;
 
+use crate::configs::daemon_credential;
 use crate::daemon::Daemon;
 use crate::manifest::Manifest;
 
@@ -11,24 +12,44 @@ use crate::manifest::Manifest;
 pub const PACKS_DIR: &str = "/etc/sidecars/packs";
 /// pack-exec's writable state (installed packs): a named volume.
 pub const STATE_DIR: &str = "/var/lib/sidecars/packs";
+/// The host pack-exec's operator listener binds: the address of the interface of the
+/// container's default route (the egress network, where Docker publishes ports), never the
+/// agent's network. pack-exec resolves the name at start.
+pub const OPERATOR_HOST: &str = "default-route";
 
 /// The subset of pack-exec's config the renderer sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PackExecConfig {
-    /// Listen address (all interfaces of the container, the daemon's port).
+    /// Agent listener (all interfaces of the container, the daemon's port): list, get, call.
     pub listen: String,
     /// Writable state directory (a volume).
     pub state_dir: String,
     /// Read-only directory of packs installed at start.
     pub packs_dir: String,
+    /// sidecar-init's handler-spawn socket: pack-exec holds no capability and asks init to
+    /// start each handler under a handler uid.
+    pub spawner: String,
+    /// Operator listener (install, replace, delete): `default-route:9001`.
+    pub operator_listen: String,
+    /// The operator token (pack-exec's credential `operator-token`).
+    pub operator_token_file: String,
+    /// Install packs without a valid signature (the manifest's `allow_unsigned_packs`).
+    pub allow_unsigned: bool,
 }
 
 /// Render `pack-exec.json` for a bottle.
-pub fn render(_manifest: &Manifest) -> serde_json::Value {
+pub fn render(m: &Manifest) -> serde_json::Value {
     let config = PackExecConfig {
         listen: format!("0.0.0.0:{}", Daemon::PackExec.port()),
         state_dir: STATE_DIR.to_string(),
         packs_dir: PACKS_DIR.to_string(),
+        spawner: bottle_spec::SPAWN_SOCKET.to_string(),
+        operator_listen: format!("{OPERATOR_HOST}:{}", bottle_spec::PACK_EXEC_OPERATOR_PORT),
+        operator_token_file: daemon_credential(
+            Daemon::PackExec,
+            bottle_spec::PACK_EXEC_OPERATOR_TOKEN,
+        ),
+        allow_unsigned: m.allow_unsigned_packs,
     };
     serde_json::to_value(config).unwrap_or_default()
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::configs::credential_path;
+use crate::configs::daemon_credential;
 use crate::daemon::Daemon;
 use crate::manifest::Manifest;
 
@@ -21,7 +21,8 @@ pub struct PipelockConfig {
     pub allow: Vec<Allow>,
     /// The manifest's SSRF exceptions.
     pub allow_cidrs: Vec<String>,
-    /// Every credential file (mounted paths): their values must never leave through the proxy.
+    /// Every credential of the bottle, as pipelock's own copies (its credentials directory):
+    /// their values must never leave through the proxy.
     pub secret_files: Vec<String>,
 }
 
@@ -51,7 +52,11 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             })
             .collect(),
         allow_cidrs: m.allow_cidrs.clone(),
-        secret_files: m.credentials.keys().map(|n| credential_path(n)).collect(),
+        secret_files: m
+            .credentials
+            .keys()
+            .map(|n| daemon_credential(Daemon::Pipelock, n))
+            .collect(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }

@@ -8,8 +8,9 @@ use crate::daemon::Daemon;
 use crate::manifest::Manifest;
 
 /// The queue: the named volume `supervise-queue`, so approvals survive a container restart
-/// (owned by 65534 in the image, so the volume is initialised with that owner). The control
-/// plane's `approvals` commands run `supervise-ctl` on this directory inside the container.
+/// (owned by supervise's uid in the image, so the volume is initialised with that owner).
+/// The control plane's `approvals` commands run `supervise-ctl` on this directory inside
+/// the container.
 pub const QUEUE_DIR: &str = "/run/supervise/queue";
 /// Operator listener (sidecar-init's events): loopback only, unreachable by the agent.
 pub const OPERATOR_LISTEN: &str = "127.0.0.1:9101";

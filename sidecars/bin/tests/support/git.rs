@@ -179,6 +179,8 @@ impl GitGate {
             "base_dir": base_dir,
             "credentials_dir": dir.join("credentials"),
             "repos": repos,
+            // The hook as the image ships it (the source file of the image's copy).
+            "hooks_dir": concat!(env!("CARGO_MANIFEST_DIR"), "/../git-gate/hooks"),
         });
         if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
             c.extend(e.clone());

