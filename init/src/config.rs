@@ -53,56 +53,8 @@ pub struct Config {
     pub handlers: Option<HandlersConfig>,
 }
 
-/// The handler-spawn service: pack-exec (which holds no capability) asks init over this
-/// socket to start each pack handler under a free uid of the range, with these limits.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct HandlersConfig {
-    /// The socket path (owned by `client_uid`, mode 0600; peers of another uid are refused).
-    pub socket: PathBuf,
-    /// The only uid served (pack-exec's).
-    pub client_uid: u32,
-    /// First uid of the handler range (inclusive).
-    pub first_uid: u32,
-    /// Last uid of the handler range (inclusive).
-    pub last_uid: u32,
-    /// Where per-call temp dirs are created (a sticky, world-writable tmpfs such as `/tmp`).
-    #[serde(default = "default_handler_tmp")]
-    pub tmp_dir: PathBuf,
-    /// Per-call resource limits.
-    #[serde(default)]
-    pub limits: HandlerLimits,
-}
-
-fn default_handler_tmp() -> PathBuf {
-    PathBuf::from("/tmp")
-}
-
-/// Resource limits of one handler call (`setrlimit`, applied as the handler's uid; the
-/// process count is per uid, and every call has a uid of its own).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HandlerLimits {
-    /// `RLIMIT_NPROC`: processes (and threads) of the call's uid.
-    pub processes: u64,
-    /// `RLIMIT_AS`: address space of each process, bytes.
-    pub address_space_bytes: u64,
-    /// `RLIMIT_FSIZE`: largest file a process may write, bytes.
-    pub file_size_bytes: u64,
-    /// `RLIMIT_NOFILE`: open file descriptors per process.
-    pub open_files: u64,
-}
-
-impl Default for HandlerLimits {
-    fn default() -> Self {
-        HandlerLimits {
-            processes: 64,
-            address_space_bytes: 1 << 30,
-            file_size_bytes: 64 << 20,
-            open_files: 256,
-        }
-    }
-}
+/// The handler-spawn service's section (one type with the renderer's: the contract crate).
+pub use bottle_spec::{HandlerLimits, HandlersConfig};
 
 fn default_grace_ms() -> u64 {
     DEFAULT_GRACE_MS

@@ -7,9 +7,9 @@
 //! (`SO_PEERCRED`). Each call gets a free uid from the configured range; the handler's child
 //! creates the call's temp dir as that uid, then becomes the handler with `no_new_privs` and
 //! the per-call limits. When the handler's leader exits (or pack-exec asks for a kill, or
-//! hangs up), init runs a cleanup process *as that uid* that kills every process the uid
-//! still has (`kill(-1, SIGKILL)`: grandchildren that escaped the process group included) and
-//! removes the temp dir; only then is `exited` sent and the uid reused.
+//! hangs up), init kills every process the uid still has (grandchildren that escaped the
+//! process group included: found by owner in `/proc`) and removes the temp dir and whatever the
+//! uid left in the shared tmp places; only then is `exited` sent and the uid reused.
 //!
 //! Exit statuses: the driver is the one owner of `waitpid`; it hands the statuses of pids
 //! registered here to [`Registry::claim`] instead of the supervisor.
@@ -29,9 +29,6 @@ use crate::config::HandlersConfig;
 use crate::reaper::ExitStatus;
 use crate::spawn::{kill_raw, spawn_handler, HandlerSpec};
 
-/// The hidden subcommand init runs (as a call's uid) to clean up after a call.
-pub const CLEANUP_COMMAND: &str = "cleanup-call";
-
 /// Pids whose exit a handler task is waiting for.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
@@ -47,8 +44,8 @@ impl Registry {
         rx
     }
 
-    /// Called by the driver for every reaped pid: true when it was a handler's (or a cleanup
-    /// process's), which the supervisor must then not see.
+    /// Called by the driver for every reaped pid: true when it was a handler's, which the
+    /// supervisor must then not see.
     pub fn claim(&self, pid: i32, status: ExitStatus) -> bool {
         let tx = self.waiting.lock().ok().and_then(|mut w| w.remove(&pid));
         match tx {
@@ -179,7 +176,7 @@ async fn call(
         Ok(pid) => pid,
         Err(e) => {
             // The child may have created the dir before exec failed.
-            cleanup(uid, &dir, registry).await;
+            cleanup(uid, &dir).await;
             drop(lease);
             return send(&mut stream, &error("spawn", e.to_string())).await;
         }
@@ -209,7 +206,7 @@ async fn call(
             }
         }
     };
-    cleanup(uid, &dir, registry).await;
+    cleanup(uid, &dir).await;
     drop(lease);
     let (code, signal) = match status {
         Some(ExitStatus::Code(c)) => (Some(c), None),
@@ -284,88 +281,105 @@ async fn receive(stream: &UnixStream) -> std::io::Result<(Request, Vec<OwnedFd>)
 }
 
 /// Shared writable places a handler could fill outside its temp dir; the cleanup removes
-/// everything its uid left at their top level (the handler's own files only: the sticky bit
-/// and the uid keep it from touching anyone else's).
+/// everything the call's uid left at their top level (its own files only: they are found by
+/// owner).
 pub const SWEPT: [&str; 1] = ["/dev/shm"];
 
-/// Runs `sidecar-init cleanup-call DIR SWEEP...` as `uid` and waits for it. Failing to start it is
-/// logged: the uid then still goes back to the pool, but only once no process of it is left
-/// would be better — so it is retried once.
-async fn cleanup(uid: u32, dir: &Path, registry: &Registry) {
-    for _ in 0..2 {
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-        let mut argv = vec![
-            exe.display().to_string(),
-            CLEANUP_COMMAND.to_string(),
-            dir.display().to_string(),
-        ];
-        if let Some(parent) = dir.parent() {
-            argv.push(parent.display().to_string());
+/// After a call: kill every process of its uid, then remove its temp dir and what the uid left
+/// in the shared places — all from init itself (`CAP_KILL`, `CAP_CHOWN`), on a blocking thread
+/// so a handler that left a million files cannot stall supervision.
+async fn cleanup(uid: u32, dir: &Path) {
+    let dir = dir.to_path_buf();
+    let job = tokio::task::spawn_blocking(move || {
+        // By uid, not by process group: the leader is reaped by now, so its pgid could name
+        // someone else's group; the uid is the call's alone.
+        let left = kill_uid(uid);
+        if left > 0 {
+            tracing::warn!("handler uid {uid}: {left} process(es) survived the cleanup");
         }
-        argv.extend(SWEPT.iter().map(|s| s.to_string()));
-        let env = BTreeMap::new();
-        let spec = crate::spawn::SpawnSpec {
-            argv: &argv,
-            env: Some(&env),
-            user: Some(crate::validate::User { uid, gid: uid }),
-            new_session: true,
-            capture: false,
-            harden: true,
-        };
-        match crate::spawn::spawn(&spec) {
-            Ok(child) => {
-                let done = registry.watch(child.pid);
-                match done.await {
-                    Ok(ExitStatus::Code(0)) => return,
-                    Ok(status) => {
-                        tracing::warn!("cleanup of handler uid {uid} ended with {status}")
-                    }
-                    Err(_) => return,
-                }
+        let mut places: Vec<PathBuf> = SWEPT.iter().map(PathBuf::from).collect();
+        if let Some(parent) = dir.parent() {
+            places.push(parent.to_path_buf());
+        }
+        for place in places {
+            sweep(&place, uid);
+        }
+        if let Err(e) = remove_as_owner(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", dir.display());
             }
-            Err(e) => tracing::warn!("cannot start the cleanup of handler uid {uid}: {e}"),
+        }
+    });
+    if job.await.is_err() {
+        tracing::warn!("the cleanup of handler uid {uid} panicked");
+    }
+}
+
+/// SIGKILLs every process whose `/proc/<pid>` belongs to `uid` until none is left (a process
+/// forking while we scan shows up in the next round; with SIGKILL pending it cannot fork
+/// again). Returns how many were still there after the last round.
+fn kill_uid(uid: u32) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let scan = || -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let meta = e.metadata().ok()?;
+                (meta.uid() == uid).then_some(pid)
+            })
+            .collect()
+    };
+    for _ in 0..64 {
+        let pids = scan();
+        if pids.is_empty() {
+            return 0;
+        }
+        for pid in &pids {
+            kill_raw(*pid, libc::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    scan().len()
+}
+
+/// Removes what `uid` owns at the top of `place`.
+fn sweep(place: &Path, uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(place) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.symlink_metadata().is_ok_and(|m| m.uid() == uid) {
+            let _ = remove_as_owner(&path);
         }
     }
 }
 
-/// The cleanup process (runs as a call's uid): kill every other process of this uid, remove
-/// the call's temp dir, then whatever this uid left at the top of each `sweep` dir. Exit 0
-/// when the temp dir is gone.
-pub fn cleanup_main(dir: &Path, sweep: &[PathBuf]) -> i32 {
-    // kill(-1) reaches every process this uid may signal — exactly the call's own — except
-    // ourselves; a fork racing it fails (pending SIGKILL). Twice for good measure.
-    for _ in 0..2 {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(-1),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// Removes `path` (a file, a symlink, or a tree a handler made, modes as it chose): each
+/// directory is given to root (`CAP_CHOWN`) and opened up before it is read, since root here
+/// has no `CAP_DAC_OVERRIDE`. Symlinks are removed, never followed. Only called once no
+/// process of the owner is left, so nothing changes the tree meanwhile.
+fn remove_as_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = path.symlink_metadata()?;
+    if !meta.is_dir() {
+        return std::fs::remove_file(path);
     }
-    let me = nix::unistd::getuid().as_raw();
-    for place in sweep {
-        let Ok(entries) = std::fs::read_dir(place) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            use std::os::unix::fs::MetadataExt;
-            let Ok(meta) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.uid() != me {
-                continue;
-            }
-            let _ = if meta.is_dir() {
-                std::fs::remove_dir_all(e.path())
-            } else {
-                std::fs::remove_file(e.path())
-            };
-        }
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(0)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    for e in std::fs::read_dir(path)?.flatten() {
+        remove_as_owner(&e.path())?;
     }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => 0,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            eprintln!("cleanup-call: cannot remove {}: {e}", dir.display());
-            1
-        }
-    }
+    std::fs::remove_dir(path)
 }

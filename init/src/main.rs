@@ -80,17 +80,6 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "--") {
         std::process::exit(single::run(&args[2..]));
     }
-    // Internal: run by init itself as a finished pack call's uid (see handlers.rs).
-    if args
-        .get(1)
-        .is_some_and(|a| a == sidecar_init::handlers::CLEANUP_COMMAND)
-    {
-        if let Some(dir) = args.get(2) {
-            let sweep: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
-            std::process::exit(sidecar_init::handlers::cleanup_main(Path::new(dir), &sweep));
-        }
-        std::process::exit(2);
-    }
     let code = match parse_cli(&args) {
         Ok(cli) => match run(cli) {
             Ok(code) => code,

@@ -397,6 +397,75 @@ mod subnet_tests {
     }
 }
 
+/// The `handlers` section of sidecar-init's config, written by the renderer and read by init:
+/// one type for both. pack-exec (which holds no capability) asks init over `socket` to start
+/// each pack handler under a free uid of `first_uid..=last_uid`, with these limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlersConfig {
+    /// The socket path (owned by `client_uid`, mode 0600; peers of another uid are refused).
+    pub socket: std::path::PathBuf,
+    /// The only uid served (pack-exec's).
+    pub client_uid: u32,
+    /// First uid of the handler range (inclusive).
+    pub first_uid: u32,
+    /// Last uid of the handler range (inclusive).
+    pub last_uid: u32,
+    /// Where per-call temp dirs are created (a sticky, world-writable tmpfs such as `/tmp`).
+    #[serde(default = "default_handler_tmp")]
+    pub tmp_dir: std::path::PathBuf,
+    /// Per-call resource limits.
+    #[serde(default)]
+    pub limits: HandlerLimits,
+}
+
+fn default_handler_tmp() -> std::path::PathBuf {
+    std::path::PathBuf::from(HANDLER_TMP_DIR)
+}
+
+/// Parent of the per-call temp dirs in the sidecars container (its `/tmp` tmpfs).
+pub const HANDLER_TMP_DIR: &str = "/tmp";
+
+impl HandlersConfig {
+    /// The bundle's spawn service: pack-exec's uid, the handler range, these limits.
+    pub fn bundle(limits: HandlerLimits) -> HandlersConfig {
+        HandlersConfig {
+            socket: SPAWN_SOCKET.into(),
+            client_uid: Daemon::PackExec.uid(),
+            first_uid: *HANDLER_UIDS.start(),
+            last_uid: *HANDLER_UIDS.end(),
+            tmp_dir: HANDLER_TMP_DIR.into(),
+            limits,
+        }
+    }
+}
+
+/// Resource limits of one handler call (`setrlimit`, applied as the handler's uid; the
+/// process count is per uid, and every call has a uid of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerLimits {
+    /// `RLIMIT_NPROC`: processes (and threads) of the call's uid.
+    pub processes: u64,
+    /// `RLIMIT_AS`: address space of each process, bytes.
+    pub address_space_bytes: u64,
+    /// `RLIMIT_FSIZE`: largest file a process may write, bytes.
+    pub file_size_bytes: u64,
+    /// `RLIMIT_NOFILE`: open file descriptors per process.
+    pub open_files: u64,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        HandlerLimits {
+            processes: 64,
+            address_space_bytes: 1 << 30,
+            file_size_bytes: 64 << 20,
+            open_files: 256,
+        }
+    }
+}
+
 /// The handler-spawn protocol between pack-exec (client) and sidecar-init (server) over
 /// [`SPAWN_SOCKET`], written once for both sides.
 ///

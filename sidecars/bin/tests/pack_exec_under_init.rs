@@ -136,7 +136,7 @@ fn start(tag: &str, first: u32) -> Bundle {
         &packs,
         "t.litter",
         10,
-        "read -r _; echo junk > \"$TMPDIR/../litter-$$\"; mkdir \"$TMPDIR/../litter-dir-$$\"; echo '{}'\n",
+        "read -r _; t=\"$TMPDIR/..\"; echo junk > \"$t/litter-$$\"; mkdir -p \"$t/litter-dir-$$/sub\" \"$TMPDIR/locked\"; touch \"$t/litter-dir-$$/sub/f\" \"$TMPDIR/locked/x\"; chmod 0 \"$t/litter-dir-$$/sub\" \"$TMPDIR/locked\"; ln -s \"$PACK_DIR/handler.sh\" \"$t/litter-link-$$\"; echo '{}'\n",
     );
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("state");
@@ -388,4 +388,6 @@ fn what_a_handler_leaves_in_the_shared_tmp_is_swept_after_the_call() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(left.is_empty(), "left in the shared tmp: {left:?}");
+    // a symlink is removed, never followed: its target (the pack's own file) is still there
+    assert!(b.dir.join("packs/t.litter/handler.sh").exists());
 }

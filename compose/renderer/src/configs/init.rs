@@ -31,16 +31,6 @@ pub const SOCKET: &str = bottle_spec::INIT_SOCKET;
 pub const NOTIFY_URL: &str = "http://127.0.0.1:9101/v1/events";
 /// The multi-call daemon binary in the sidecars image.
 pub const DAEMON_BINARY: &str = "/usr/local/bin/sidecars";
-/// Where init creates each handler call's temp dir (as the handler's uid).
-pub const HANDLER_TMP_DIR: &str = "/tmp";
-/// Default `resources.handlers.processes`.
-pub const DEFAULT_HANDLER_PROCESSES: u64 = 64;
-/// Default `resources.handlers.address_space` (1g).
-pub const DEFAULT_HANDLER_ADDRESS_SPACE: u64 = 1 << 30;
-/// Default `resources.handlers.file_size` (64m).
-pub const DEFAULT_HANDLER_FILE_SIZE: u64 = 64 << 20;
-/// Default `resources.handlers.open_files`.
-pub const DEFAULT_HANDLER_OPEN_FILES: u64 = 256;
 
 /// sidecar-init's config file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,48 +49,9 @@ pub struct InitConfig {
     pub daemons: Vec<InitDaemon>,
 }
 
-/// init's handler spawner: pack-exec (uid `client_uid`, checked with `SO_PEERCRED`) asks over
-/// `socket` for a handler; init starts it under a free uid of `first_uid..=last_uid` with a
-/// fresh temp dir under `tmp_dir` and `limits`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Handlers {
-    /// The spawn socket.
-    pub socket: String,
-    /// The only uid served (pack-exec's).
-    pub client_uid: u32,
-    /// First handler uid.
-    pub first_uid: u32,
-    /// Last handler uid (inclusive).
-    pub last_uid: u32,
-    /// Parent of the per-call temp dirs.
-    pub tmp_dir: String,
-    /// Per-call limits.
-    pub limits: HandlerLimits,
-}
-
-/// The rlimits of one handler call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct HandlerLimits {
-    /// `RLIMIT_NPROC`: processes (and threads) of the handler's uid.
-    pub processes: u64,
-    /// `RLIMIT_AS`, bytes.
-    pub address_space_bytes: u64,
-    /// `RLIMIT_FSIZE`, bytes.
-    pub file_size_bytes: u64,
-    /// `RLIMIT_NOFILE`.
-    pub open_files: u64,
-}
-
-impl Default for HandlerLimits {
-    fn default() -> Self {
-        HandlerLimits {
-            processes: DEFAULT_HANDLER_PROCESSES,
-            address_space_bytes: DEFAULT_HANDLER_ADDRESS_SPACE,
-            file_size_bytes: DEFAULT_HANDLER_FILE_SIZE,
-            open_files: DEFAULT_HANDLER_OPEN_FILES,
-        }
-    }
-}
+/// init's handler spawner and its per-call limits: the contract crate's types, the ones
+/// sidecar-init parses.
+pub use bottle_spec::{HandlerLimits, HandlersConfig as Handlers};
 
 /// One supervised daemon.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -221,14 +172,7 @@ pub fn dns_daemon() -> InitDaemon {
 
 /// The handler spawner with `limits`.
 pub fn handlers(limits: HandlerLimits) -> Handlers {
-    Handlers {
-        socket: bottle_spec::SPAWN_SOCKET.to_string(),
-        client_uid: Daemon::PackExec.uid(),
-        first_uid: *bottle_spec::HANDLER_UIDS.start(),
-        last_uid: *bottle_spec::HANDLER_UIDS.end(),
-        tmp_dir: HANDLER_TMP_DIR.to_string(),
-        limits,
-    }
+    Handlers::bundle(limits)
 }
 
 /// The bottle's handler limits: `resources.handlers` over the defaults.
