@@ -282,23 +282,36 @@ impl Subnet {
     /// Parses `A.B.C.D/N` (host bits must be zero).
     pub fn parse(text: &str) -> Result<Subnet, String> {
         let bad = || format!("{text:?} is not an IPv4 subnet like 10.213.0.0/16");
-        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
-        let base: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if prefix > 32 {
-            return Err(bad());
-        }
+        let (base, prefix) = Subnet::split(text).ok_or_else(bad)?;
         let subnet = Subnet { base, prefix };
         if u32::from(base) & !subnet.mask() != 0 {
             return Err(format!(
                 "{text:?} has host bits set (did you mean {}?)",
-                Subnet {
-                    base: std::net::Ipv4Addr::from(u32::from(base) & subnet.mask()),
-                    prefix
-                }
+                subnet.network()
             ));
         }
         Ok(subnet)
+    }
+
+    /// Parses `A.B.C.D/N` as the network containing it (host bits masked off, as a network
+    /// created with `--subnet 10.1.2.3/24` is reported); `None` for IPv6 or anything else.
+    pub fn containing(text: &str) -> Option<Subnet> {
+        Subnet::split(text).map(|(base, prefix)| Subnet { base, prefix }.network())
+    }
+
+    fn split(text: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+        let (addr, prefix) = text.trim().split_once('/')?;
+        let base = addr.parse().ok()?;
+        let prefix = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some((base, prefix))
+    }
+
+    /// The same prefix with the host bits cleared.
+    fn network(self) -> Subnet {
+        Subnet {
+            base: std::net::Ipv4Addr::from(u32::from(self.base) & self.mask()),
+            prefix: self.prefix,
+        }
     }
 
     fn mask(self) -> u32 {
@@ -370,6 +383,12 @@ mod subnet_tests {
             .contains("10.213.0.0/16"));
         assert!(Subnet::parse("10.213.0.0").is_err());
         assert!(Subnet::parse("10.213.0.0/33").is_err());
+        assert_eq!(
+            Subnet::containing("10.1.2.3/24").unwrap().to_string(),
+            "10.1.2.0/24"
+        );
+        assert_eq!(Subnet::containing("fd00::/64"), None);
+        assert_eq!(Subnet::containing("10.0.0.0/33"), None);
     }
 
     #[test]

@@ -367,47 +367,15 @@ async fn network_subnets_cli(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NetworkInspect {
-    #[serde(default)]
-    labels: Option<HashMap<String, String>>,
-    #[serde(default, rename = "IPAM")]
-    ipam: Option<NetworkIpam>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NetworkIpam {
-    #[serde(default)]
-    config: Option<Vec<NetworkIpamConfig>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NetworkIpamConfig {
-    #[serde(default)]
-    subnet: Option<String>,
-}
-
 /// `docker network inspect` output → the subnets of every network but `project`'s.
 fn parse_network_subnets(json: &[u8], project: &str) -> Result<Vec<bottle_spec::Subnet>, String> {
     if json.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let items: Vec<NetworkInspect> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    Ok(super::foreign_subnets(
-        items.iter().map(|n| {
-            let subnets = n
-                .ipam
-                .as_ref()
-                .and_then(|i| i.config.as_ref())
-                .map(|c| c.iter().filter_map(|c| c.subnet.as_deref()).collect())
-                .unwrap_or_default();
-            (n.labels.as_ref(), subnets)
-        }),
-        project,
-    ))
+    // The CLI prints the Engine API's own objects: parse them with the API's types.
+    let items: Vec<bollard::models::Network> =
+        serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    Ok(super::foreign_subnets(&items, project))
 }
 
 async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, tx: mpsc::Sender<LogLine>) {

@@ -791,18 +791,7 @@ impl Runtime for Engine {
             .list_networks(None::<ListNetworksOptions>)
             .await
             .map_err(|e| self.err("list the networks", e))?;
-        Ok(super::foreign_subnets(
-            networks.iter().map(|n| {
-                let subnets = n
-                    .ipam
-                    .as_ref()
-                    .and_then(|i| i.config.as_ref())
-                    .map(|c| c.iter().filter_map(|c| c.subnet.as_deref()).collect())
-                    .unwrap_or_default();
-                (n.labels.as_ref(), subnets)
-            }),
-            project,
-        ))
+        Ok(super::foreign_subnets(&networks, project))
     }
 }
 

@@ -254,43 +254,32 @@ impl RuntimeError {
     }
 }
 
-/// The subnets of networks as Docker reports them (`(labels, IPAM subnets)` per network),
-/// leaving out `project`'s own networks and what is not IPv4. Both backends go through it.
-/// Host bits are tolerated (masked off): Docker normally reports network addresses, but a
-/// network created with `--subnet 10.1.2.3/24` keeps the text it was given.
-pub fn foreign_subnets<'a>(
-    networks: impl IntoIterator<Item = (Option<&'a HashMap<String, String>>, Vec<&'a str>)>,
+/// The IPv4 subnets of `networks` (as the Engine API and `docker network inspect` both report
+/// them), leaving out `project`'s own networks. Both backends go through it. Host bits are
+/// tolerated (masked off): a network created with `--subnet 10.1.2.3/24` keeps that text.
+pub fn foreign_subnets(
+    networks: &[bollard::models::Network],
     project: &str,
 ) -> Vec<bottle_spec::Subnet> {
     let mut out: Vec<bottle_spec::Subnet> = networks
-        .into_iter()
-        .filter(|(labels, _)| {
-            labels
+        .iter()
+        .filter(|n| {
+            n.labels
+                .as_ref()
                 .and_then(|l| l.get(PROJECT_LABEL))
                 .map(String::as_str)
                 != Some(project)
         })
-        .flat_map(|(_, subnets)| subnets.into_iter().filter_map(ipv4_subnet))
+        .flat_map(|n| n.ipam.iter().flat_map(|i| i.config.iter().flatten()))
+        .filter_map(|c| {
+            c.subnet
+                .as_deref()
+                .and_then(bottle_spec::Subnet::containing)
+        })
         .collect();
     out.sort();
     out.dedup();
     out
-}
-
-/// `A.B.C.D/N` as a subnet (host bits masked off); `None` for IPv6 or anything else.
-pub fn ipv4_subnet(text: &str) -> Option<bottle_spec::Subnet> {
-    let (addr, prefix) = text.trim().split_once('/')?;
-    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
-    Some(bottle_spec::Subnet {
-        base: std::net::Ipv4Addr::from(u32::from(addr) & mask),
-        prefix,
-    })
 }
 
 /// A bottle found in the runtime by its labels ([`Runtime::bottles`]), with its containers.
@@ -485,21 +474,34 @@ mod tests {
 
     #[test]
     fn subnets_of_other_networks_are_taken() {
-        let ours = HashMap::from([(PROJECT_LABEL.to_string(), "bb-a".to_string())]);
-        let theirs = HashMap::from([(PROJECT_LABEL.to_string(), "bb-b".to_string())]);
+        let net = |project: Option<&str>, subnets: &[&str]| bollard::models::Network {
+            labels: project.map(|p| HashMap::from([(PROJECT_LABEL.to_string(), p.to_string())])),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(
+                    subnets
+                        .iter()
+                        .map(|s| bollard::models::IpamConfig {
+                            subnet: Some(s.to_string()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         let found = foreign_subnets(
-            [
-                (Some(&ours), vec!["10.213.0.16/28"]),
-                (Some(&theirs), vec!["10.213.0.32/28", "fd00::/64"]),
-                (None, vec!["172.17.0.0/16"]),
-                (None, vec![]),
-                (None, vec!["10.1.2.3/24", "garbage"]),
+            &[
+                net(Some("bb-a"), &["10.213.0.16/28"]),
+                net(Some("bb-b"), &["10.213.0.32/28", "fd00::/64"]),
+                net(None, &["172.17.0.0/16"]),
+                net(None, &[]),
+                net(None, &["10.1.2.3/24", "garbage"]),
             ],
             "bb-a",
         );
         let text: Vec<String> = found.iter().map(ToString::to_string).collect();
         assert_eq!(text, ["10.1.2.0/24", "10.213.0.32/28", "172.17.0.0/16"]);
-        assert_eq!(ipv4_subnet("10.0.0.0/33"), None);
     }
 
     #[test]
