@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::pin;
 use std::process::ExitStatus;
 
@@ -38,13 +38,8 @@ pub async fn run(
             socket.display()
         ))
     };
-    let program = absolute_program(&pack.program).ok_or_else(|| {
-        ExecError::Spawn(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{} is not on PATH ({HANDLER_PATH})", pack.program.display()),
-        ))
-    })?;
-    let mut argv = vec![program.display().to_string()];
+    // Already absolute: resolved once at install/startup (manifest::resolve_command).
+    let mut argv = vec![pack.program.display().to_string()];
     argv.extend(pack.args.iter().map(|a| a.to_string_lossy().into_owned()));
     let mut env: BTreeMap<String, String> = BTreeMap::from([
         ("PATH".to_string(), HANDLER_PATH.to_string()),
@@ -203,19 +198,4 @@ async fn send_request(
         }
     }
     Ok(())
-}
-
-/// `program` itself when it has a `/`, else the first executable of that name on the
-/// handlers' PATH (init runs only absolute programs).
-fn absolute_program(program: &Path) -> Option<PathBuf> {
-    if program.is_absolute() {
-        return Some(program.to_path_buf());
-    }
-    use std::os::unix::fs::PermissionsExt;
-    HANDLER_PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
