@@ -234,10 +234,20 @@ fn now_rfc3339() -> String {
 }
 
 fn new_id() -> String {
-    let ms = SystemTime::now()
+    // Ids sort oldest first, so within one process the millisecond part never repeats or goes
+    // back: two requests in the same millisecond (or a clock step back) still list in order.
+    static LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
+    let ms = LAST_MS
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |last| Some(now.max(last + 1)),
+        )
+        .map_or(now, |last| now.max(last + 1));
     format!("{ms:013}-{}", durable::random_hex(6))
 }
 
