@@ -469,6 +469,17 @@ mod tests {
     }
 
     #[test]
+    fn requests_in_the_same_millisecond_list_in_submission_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path()).unwrap();
+        let submitted: Vec<_> = (0..50)
+            .map(|_| q.submit(new("deploy")).unwrap().id)
+            .collect();
+        let listed: Vec<_> = q.list().unwrap().into_iter().map(|x| x.id).collect();
+        assert_eq!(listed, submitted);
+    }
+
+    #[test]
     fn submit_get_list_decide() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path()).unwrap();
