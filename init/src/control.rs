@@ -77,6 +77,9 @@ pub enum Response {
     Status {
         /// One entry per enabled daemon.
         daemons: Vec<DaemonStatus>,
+        /// The pack handler jail, when handlers are configured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<HealthLine>,
     },
     /// Answer to [`Request::Health`].
     Health {
@@ -91,6 +94,9 @@ pub enum Response {
         message: String,
     },
 }
+
+/// The name of the handler jail's line in `status` and `health`.
+pub const JAIL_LINE: &str = "handler-jail";
 
 /// A snapshot request from a connection task to the supervision loop.
 pub type Query = oneshot::Sender<Vec<DaemonStatus>>;
@@ -134,16 +140,28 @@ pub async fn serve(
     listener: UnixListener,
     queries: mpsc::UnboundedSender<Query>,
     probes: Vec<(String, Option<Probe>)>,
+    jail: Option<crate::jail::JailState>,
 ) {
     let probes = std::sync::Arc::new(probes);
+    // The handler jail's line: `health` fails while calls would be refused.
+    let jail = jail.map(|state| {
+        let (ok, detail) = state.describe();
+        HealthLine {
+            name: JAIL_LINE.to_string(),
+            ok,
+            detail,
+        }
+    });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let queries = queries.clone();
         let probes = probes.clone();
+        let jail = jail.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, queries, &probes)).await;
+            let _ =
+                tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, queries, &probes, jail)).await;
         });
     }
 }
@@ -152,6 +170,7 @@ async fn answer(
     stream: UnixStream,
     queries: mpsc::UnboundedSender<Query>,
     probes: &[(String, Option<Probe>)],
+    jail: Option<HealthLine>,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
@@ -173,8 +192,15 @@ async fn answer(
                 (None, _) => Response::Error {
                     message: "init is shutting down".into(),
                 },
-                (Some(daemons), Request::Status) => Response::Status { daemons },
-                (Some(daemons), Request::Health) => health(daemons, probes).await,
+                (Some(daemons), Request::Status) => Response::Status { daemons, jail },
+                (Some(daemons), Request::Health) => {
+                    let mut resp = health(daemons, probes).await;
+                    if let (Response::Health { healthy, daemons }, Some(line)) = (&mut resp, jail) {
+                        *healthy &= line.ok;
+                        daemons.push(line);
+                    }
+                    resp
+                }
             }
         }
     };

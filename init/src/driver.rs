@@ -66,13 +66,30 @@ pub async fn run(
         .iter()
         .map(|d| (d.name.clone(), d.probe.clone()))
         .collect();
-    tokio::spawn(control::serve(listener, q_tx, probes));
+    // The jail is decided before `status`/`health` can be asked, so they always say it.
+    let jail = plan.handlers.as_ref().map(crate::handlers::prepare_jail);
+    tokio::spawn(control::serve(
+        listener,
+        q_tx,
+        probes,
+        jail.as_ref().map(|(_, state)| state.clone()),
+    ));
     let handlers = crate::handlers::Registry::default();
-    if let Some(config) = plan.handlers.clone() {
+    if let (Some(config), Some((jail, state))) = (plan.handlers.clone(), jail) {
         match crate::handlers::bind(&config) {
             Ok(l) => {
-                tracing::info!("serving handler spawns on {}", config.socket.display());
-                tokio::spawn(crate::handlers::serve(l, config, handlers.clone()));
+                tracing::info!(
+                    "serving handler spawns on {}; handler jail {}",
+                    config.socket.display(),
+                    state.describe().1
+                );
+                tokio::spawn(crate::handlers::serve(
+                    l,
+                    config,
+                    handlers.clone(),
+                    jail,
+                    state,
+                ));
             }
             // pack-exec then fails its calls with a clear error; the guards keep running.
             Err(e) => tracing::error!(

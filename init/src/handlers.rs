@@ -20,14 +20,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bottle_spec::spawn::{valid_call_id, Event, Op, Request, MAX_REQUEST_BYTES};
+use bottle_spec::pack_proxy::{valid_pack_name, Origin};
+use bottle_spec::spawn::{
+    valid_call_id, Event, Op, Request, MAX_REQUEST_BYTES, SANDBOX_UNAVAILABLE,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
 use crate::config::HandlersConfig;
+use crate::jail::{Jail, JailState};
 use crate::reaper::ExitStatus;
-use crate::spawn::{kill_raw, spawn_handler, HandlerSpec};
+use crate::spawn::{kill_raw, spawn_handler, HandlerSpec, Step};
 
 /// Pids whose exit a handler task is waiting for.
 #[derive(Debug, Clone, Default)]
@@ -71,11 +75,82 @@ pub fn bind(config: &HandlersConfig) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The jail as this kernel and runtime allow it, decided once at start: prepared, then probed
+/// end to end by a child that runs every step and execs a path that does not exist (so the
+/// answer must be that exec's ENOENT).
+pub fn prepare_jail(config: &HandlersConfig) -> (Option<Arc<Jail>>, JailState) {
+    let verdict =
+        Jail::prepare(&config.pack_roots).and_then(|jail| probe(&jail, config).map(|()| jail));
+    match verdict {
+        Ok(jail) => {
+            let state = JailState::Ready {
+                landlock_abi: jail.landlock_abi(),
+            };
+            (Some(Arc::new(jail)), state)
+        }
+        Err(why) if config.unsafe_allow_unjailed => {
+            tracing::warn!("UNSAFE: the pack handler jail is unavailable ({why}); handlers will run unjailed because unsafe_allow_unjailed is set");
+            (None, JailState::Unjailed(why))
+        }
+        Err(why) => {
+            tracing::error!(
+                "the pack handler jail is unavailable, every pack call will be refused: {why}"
+            );
+            (None, JailState::Unavailable(why))
+        }
+    }
+}
+
+fn probe(jail: &Jail, config: &HandlersConfig) -> Result<(), String> {
+    let uid = config.first_uid;
+    let dir = config.tmp_dir.join(format!("pack-call-{uid}-jail-probe"));
+    let _ = remove_as_owner(&dir);
+    let null = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+    };
+    let stdio = [null(), null(), null()];
+    let [Ok(a), Ok(b), Ok(c)] = stdio else {
+        return Err("cannot open /dev/null".into());
+    };
+    let child = jail
+        .for_call(uid, Path::new("/usr"), config.proxy.is_some())
+        .map_err(|e| e.to_string())?;
+    let argv = ["/nonexistent/sidecar-init-jail-probe".to_string()];
+    let result = spawn_handler(HandlerSpec {
+        argv: &argv,
+        env: &BTreeMap::new(),
+        uid,
+        dir: &dir,
+        limits: config.limits,
+        stdio: [a, b, c],
+        jail: Some(child),
+    });
+    let _ = remove_as_owner(&dir);
+    match result {
+        Err(e) if e.step == Some(Step::Exec) && e.error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+        Ok(_) => Err("the probe's nonexistent program ran".into()),
+    }
+}
+
 /// Serves spawn requests until the listener fails.
-pub async fn serve(listener: UnixListener, config: HandlersConfig, registry: Registry) {
+pub async fn serve(
+    listener: UnixListener,
+    config: HandlersConfig,
+    registry: Registry,
+    jail: Option<Arc<Jail>>,
+    state: JailState,
+) {
     let free: Arc<Mutex<BTreeSet<u32>>> =
         Arc::new(Mutex::new((config.first_uid..=config.last_uid).collect()));
     let config = Arc::new(config);
+    let jail = Arc::new((jail, state));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -90,8 +165,9 @@ pub async fn serve(listener: UnixListener, config: HandlersConfig, registry: Reg
             continue;
         }
         let (config, registry, free) = (config.clone(), registry.clone(), free.clone());
+        let jail = jail.clone();
         tokio::spawn(async move {
-            if let Err(e) = call(stream, &config, &registry, &free).await {
+            if let Err(e) = call(stream, &config, &registry, &free, &jail).await {
                 tracing::debug!("handler-spawn connection ended: {e}");
             }
         });
@@ -130,6 +206,7 @@ async fn call(
     config: &HandlersConfig,
     registry: &Registry,
     free: &Arc<Mutex<BTreeSet<u32>>>,
+    jail: &(Option<Arc<Jail>>, JailState),
 ) -> std::io::Result<()> {
     let (request, fds) = match receive(&stream).await {
         Ok(r) => r,
@@ -138,6 +215,29 @@ async fn call(
     if let Err(why) = check(&request) {
         return send(&mut stream, &error("invalid", why)).await;
     }
+    let jailed = match jail {
+        (Some(j), _) => {
+            if let Err(why) = j.check_pack_dir(&request.pack_dir) {
+                return send(&mut stream, &error("invalid", why)).await;
+            }
+            Some(j.clone())
+        }
+        (None, JailState::Unjailed(why)) => {
+            tracing::warn!(pack = %request.pack, call = %request.call_id, "UNSAFE: running the handler unjailed (unsafe_allow_unjailed; the jail is unavailable: {why})");
+            None
+        }
+        (None, state) => {
+            let (_, why) = state.describe();
+            return send(
+                &mut stream,
+                &error(
+                    SANDBOX_UNAVAILABLE,
+                    format!("the pack handler jail is {why}"),
+                ),
+            )
+            .await;
+        }
+    };
     let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
         return send(
             &mut stream,
@@ -160,8 +260,22 @@ async fn call(
         .tmp_dir
         .join(format!("pack-call-{uid}-{}", request.call_id));
     let mut env: BTreeMap<String, String> = request.env;
+    env.extend(config.env.clone());
+    if config.proxy.is_some() {
+        env.extend(bottle_spec::pack_proxy::handler_env());
+    }
     env.insert("HOME".into(), dir.display().to_string());
     env.insert("TMPDIR".into(), dir.display().to_string());
+    let child_jail = match &jailed {
+        Some(j) => match j.for_call(uid, &request.pack_dir, config.proxy.is_some()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                drop(lease);
+                return send(&mut stream, &error("spawn", e.to_string())).await;
+            }
+        },
+        None => None,
+    };
     let spawned = spawn_handler(HandlerSpec {
         argv: &request.argv,
         env: &env,
@@ -169,17 +283,41 @@ async fn call(
         dir: &dir,
         limits: config.limits,
         stdio,
+        jail: child_jail,
     });
     // No await between the spawn and `watch`: on this single-threaded runtime the driver
     // cannot reap the pid before it is registered.
-    let pid = match spawned {
-        Ok(pid) => pid,
+    let started = match spawned {
+        Ok(s) => s,
         Err(e) => {
             // The child may have created the dir before exec failed.
             cleanup(uid, &dir).await;
             drop(lease);
-            return send(&mut stream, &error("spawn", e.to_string())).await;
+            let code = match e.step {
+                Some(step) if step.is_jail() => SANDBOX_UNAVAILABLE,
+                _ => "spawn",
+            };
+            return send(&mut stream, &error(code, e.to_string())).await;
         }
+    };
+    let pid = started.pid;
+    // Relay the handler's proxy connections (the listener is in its jail) for as long as the
+    // call lasts.
+    let relay = match (started.proxy_listener, config.proxy) {
+        (Some(l), Some(pipelock)) => {
+            let origin = Origin {
+                pack: request.pack.clone(),
+                call_id: request.call_id.clone(),
+            };
+            match crate::pack_proxy::start(l, pipelock, origin) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    tracing::warn!("cannot relay the proxy of call {}: {e}", request.call_id);
+                    None
+                }
+            }
+        }
+        _ => None,
     };
     let exited = registry.watch(pid);
     send(&mut stream, &Event::Started { pid, uid }).await?;
@@ -206,6 +344,9 @@ async fn call(
             }
         }
     };
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     cleanup(uid, &dir).await;
     drop(lease);
     let (code, signal) = match status {
@@ -222,6 +363,15 @@ async fn call(
 fn check(r: &Request) -> Result<(), String> {
     if !valid_call_id(&r.call_id) {
         return Err("call_id must be 1-64 of A-Z a-z 0-9 -".into());
+    }
+    if !valid_pack_name(&r.pack) {
+        return Err(
+            "pack must be <namespace>.<name> of a-z 0-9 _ (each part starting with a letter)"
+                .into(),
+        );
+    }
+    if !r.pack_dir.is_absolute() {
+        return Err("pack_dir must be an absolute path".into());
     }
     match r.argv.first() {
         Some(p) if Path::new(p).is_absolute() => {}

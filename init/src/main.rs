@@ -262,7 +262,7 @@ fn health(socket: &Path) -> Result<i32, Error> {
 
 fn status(socket: &Path, json: bool) -> Result<i32, Error> {
     match control::request(socket, Request::Status)? {
-        Response::Status { daemons } => {
+        Response::Status { daemons, jail } => {
             if json {
                 println!(
                     "{}",
@@ -270,6 +270,9 @@ fn status(socket: &Path, json: bool) -> Result<i32, Error> {
                 );
             } else {
                 print!("{}", control::status_table(&daemons));
+                if let Some(j) = jail {
+                    println!("{}: {}", j.name, j.detail);
+                }
             }
             Ok(0)
         }

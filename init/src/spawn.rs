@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -147,18 +147,131 @@ pub struct HandlerSpec<'a> {
     pub limits: crate::config::HandlerLimits,
     /// stdin, stdout, stderr (pipe ends received from pack-exec).
     pub stdio: [OwnedFd; 3],
+    /// The jail's child part; `None` runs the handler unjailed (the unsafe opt-out).
+    pub jail: Option<crate::jail::ChildJail>,
 }
 
-/// Starts a handler in its own session under its own uid, hardened and limited; returns its
-/// pid (= its process group).
-pub fn spawn_handler(spec: HandlerSpec<'_>) -> io::Result<i32> {
+/// The jail steps, in order, as the child reports them before trying each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    /// Own session, signal dispositions, limits.
+    Setup = 1,
+    /// `unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC)`.
+    Namespaces,
+    /// `uid_map`/`gid_map`.
+    IdMap,
+    /// Bring the jail's loopback up.
+    Loopback,
+    /// The proxy listener on the jail's loopback.
+    ProxyListener,
+    /// The call's temp dir.
+    TempDir,
+    /// Landlock.
+    Landlock,
+    /// seccomp.
+    Seccomp,
+    /// Everything done; the next failure is the exec itself.
+    Exec,
+}
+
+impl Step {
+    fn from_byte(b: u8) -> Option<Step> {
+        use Step::*;
+        [
+            Setup,
+            Namespaces,
+            IdMap,
+            Loopback,
+            ProxyListener,
+            TempDir,
+            Landlock,
+            Seccomp,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == b)
+    }
+
+    /// Whether a failure at this step means the jail cannot be had (not a bad request).
+    pub fn is_jail(self) -> bool {
+        matches!(
+            self,
+            Step::Namespaces
+                | Step::IdMap
+                | Step::Loopback
+                | Step::ProxyListener
+                | Step::Landlock
+                | Step::Seccomp
+        )
+    }
+
+    /// What the step does, for error messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Step::Setup => "setting up the handler process",
+            Step::Namespaces => "creating the call's user and network namespaces (unshare CLONE_NEWUSER|CLONE_NEWNET: refused by Docker's default seccomp profile, allowed by the bundle's)",
+            Step::IdMap => "mapping the call's uid in its user namespace",
+            Step::Loopback => "bringing up the jail's loopback",
+            Step::ProxyListener => "listening for the proxy on the jail's loopback",
+            Step::TempDir => "creating the call's temp dir",
+            Step::Landlock => "enforcing the Landlock ruleset",
+            Step::Seccomp => "installing the seccomp filter",
+            Step::Exec => "executing the handler",
+        }
+    }
+}
+
+/// Why a handler did not start.
+#[derive(Debug)]
+pub struct HandlerSpawnError {
+    /// The last step the child reached (`None`: it never ran).
+    pub step: Option<Step>,
+    /// The OS error.
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for HandlerSpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.step {
+            Some(step) => write!(f, "{}: {}", step.what(), self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+/// A started handler.
+#[derive(Debug)]
+pub struct StartedHandler {
+    /// Its pid (= its process group).
+    pub pid: i32,
+    /// The listener on the jail's loopback the proxy variables name (jailed, proxied calls).
+    pub proxy_listener: Option<OwnedFd>,
+}
+
+/// Starts a handler in its own session under its own uid, hardened, limited and (with
+/// `jail`) jailed; returns its pid (= its process group).
+pub fn spawn_handler(spec: HandlerSpec<'_>) -> Result<StartedHandler, HandlerSpawnError> {
     use std::os::unix::ffi::OsStrExt;
+    let plain = |error: io::Error| HandlerSpawnError { step: None, error };
     let (program, args) = spec
         .argv
         .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
-    let dir = std::ffi::CString::new(spec.dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the call dir"))?;
+        .ok_or_else(|| plain(io::Error::new(io::ErrorKind::InvalidInput, "empty argv")))?;
+    let dir = std::ffi::CString::new(spec.dir.as_os_str().as_bytes()).map_err(|_| {
+        plain(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NUL in the call dir",
+        ))
+    })?;
+    // The child reports each step (one datagram each) and passes the proxy listener here.
+    let (report_parent, report_child) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Datagram,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| plain(e.into()))?;
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear().envs(spec.env);
     cmd.gid(spec.uid).uid(spec.uid);
@@ -167,37 +280,289 @@ pub fn spawn_handler(spec: HandlerSpec<'_>) -> io::Result<i32> {
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
     let limits = spec.limits;
+    let jail = spec.jail;
+    let report = report_child.as_raw_fd();
     // SAFETY: as in `spawn`: only async-signal-safe calls (sigaction, sigprocmask, setsid,
-    // prctl, setrlimit, mkdir, chdir) on memory prepared before the fork (`dir`).
+    // prctl, setrlimit, unshare, open/write/close, socket/ioctl/bind/listen/sendmsg, mkdir,
+    // chdir, the Landlock and seccomp syscalls) on memory prepared before the fork (`dir`,
+    // `jail`); nothing allocates or takes a lock.
     unsafe {
         cmd.pre_exec(move || {
+            child_step(report, Step::Setup);
             default_signals()?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
             crate::hardening::in_child(Some(&limits))?;
+            if let Some(j) = &jail {
+                child_step(report, Step::Namespaces);
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWIPC) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                child_step(report, Step::IdMap);
+                // The uid change made the process non-dumpable, which gives its /proc files to
+                // root; exec would reset the flag anyway (the handler is an ordinary program).
+                if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                write_proc(c"/proc/self/setgroups", b"deny")?;
+                write_proc(c"/proc/self/uid_map", j.id_map.as_bytes())?;
+                write_proc(c"/proc/self/gid_map", j.id_map.as_bytes())?;
+                child_step(report, Step::Loopback);
+                loopback_up()?;
+                if j.proxy {
+                    child_step(report, Step::ProxyListener);
+                    proxy_listener(report)?;
+                }
+            }
+            child_step(report, Step::TempDir);
             // Already running as the call's uid: the dir is born its own.
             if libc::mkdir(dir.as_ptr(), 0o700) != 0 || libc::chdir(dir.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            if let Some(j) = &jail {
+                child_step(report, Step::Landlock);
+                landlock_add_path(j.ruleset.as_raw_fd(), c".", j.dir_access)?;
+                landlock_add_path(j.ruleset.as_raw_fd(), c"/proc/self", j.proc_access)?;
+                if libc::syscall(libc::SYS_landlock_restrict_self, j.ruleset.as_raw_fd(), 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                child_step(report, Step::Seccomp);
+                for f in &j.filters {
+                    seccompiler::apply_filter(f).map_err(|_| io::Error::last_os_error())?;
+                }
+            }
+            child_step(report, Step::Exec);
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    drop(child);
-    Ok(pid)
+    let spawned = cmd.spawn();
+    drop(cmd);
+    drop(report_child);
+    // Every datagram is queued by now: the child sent them before its exec (or failure).
+    let mut last = None;
+    let mut listener = None;
+    let mut buf = [0u8; 1];
+    loop {
+        match recv_with_fds_flags(
+            report_parent.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok((0, _)) | Err(_) => break,
+            Ok((_, fds)) => {
+                if let Some(step) = Step::from_byte(buf[0]) {
+                    last = Some(step);
+                }
+                if let Some(fd) = fds.into_iter().next() {
+                    listener = Some(fd);
+                }
+            }
+        }
+    }
+    match spawned {
+        Ok(child) => {
+            let pid = child.id() as i32;
+            drop(child);
+            Ok(StartedHandler {
+                pid,
+                proxy_listener: listener,
+            })
+        }
+        Err(error) => Err(HandlerSpawnError { step: last, error }),
+    }
+}
+
+/// Sends the step marker (best effort: the report only improves the error message).
+fn child_step(report: libc::c_int, step: Step) {
+    let b = [step as u8];
+    // SAFETY: plain syscall on a valid buffer.
+    unsafe { libc::send(report, b.as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
+}
+
+/// Writes `data` to a `/proc/self` file. Async-signal-safe.
+fn write_proc(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `data` is a valid buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// `ifconfig lo up` in the new network namespace. Async-signal-safe.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a zeroed `ifreq` is valid; the name is copied within bounds; the socket is
+    // closed on every path.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as i16;
+        let r = libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req);
+        let err = io::Error::last_os_error();
+        libc::close(s);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Listens on `127.0.0.1:HANDLER_PROXY_PORT` in the jail and sends the listener to init over
+/// `report` (`SCM_RIGHTS`). Async-signal-safe.
+fn proxy_listener(report: libc::c_int) -> io::Result<()> {
+    // SAFETY: every struct is zero-initialised and filled within bounds; the control buffer is
+    // sized and aligned for one descriptor; the listener is closed on every path (init holds
+    // its own copy once sent).
+    unsafe {
+        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if l < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = bottle_spec::HANDLER_PROXY_PORT.to_be();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let ok = libc::bind(
+            l,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) == 0
+            && libc::listen(l, 64) == 0;
+        if !ok {
+            let err = io::Error::last_os_error();
+            libc::close(l);
+            return Err(err);
+        }
+        let marker = [Step::ProxyListener as u8];
+        let mut iov = libc::iovec {
+            iov_base: marker.as_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        #[repr(C)]
+        union Control {
+            buf: [u8; 64],
+            _align: libc::cmsghdr,
+        }
+        let mut control: Control = std::mem::zeroed();
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            (&l as *const libc::c_int).cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of::<libc::c_int>(),
+        );
+        let sent = libc::sendmsg(report, &msg, libc::MSG_DONTWAIT);
+        let err = io::Error::last_os_error();
+        libc::close(l);
+        if sent < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// `struct landlock_path_beneath_attr` (packed in the kernel's UAPI).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Adds a path-beneath rule for `path` to `ruleset`. Async-signal-safe (the landlock crate's
+/// builder allocates, so the child's two per-call rules are added with the raw syscall).
+fn landlock_add_path(ruleset: libc::c_int, path: &std::ffi::CStr, access: u64) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `attr` is a valid, correctly laid out struct; the
+    // descriptor is closed on every path.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let attr = PathBeneathAttr {
+            allowed_access: access,
+            parent_fd: fd,
+        };
+        // LANDLOCK_RULE_PATH_BENEATH = 1
+        let r = libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            1,
+            &attr as *const PathBeneathAttr,
+            0,
+        );
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's Landlock ABI version (≤ 0: none).
+pub fn landlock_abi() -> i32 {
+    // SAFETY: the version query takes no pointer (NULL, 0, LANDLOCK_CREATE_RULESET_VERSION).
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    v as i32
 }
 
 /// One `recvmsg` into `buf`, taking ownership of any descriptors passed with it
 /// (`SCM_RIGHTS`, close-on-exec). Non-blocking sockets answer `WouldBlock` as usual.
 pub fn recv_with_fds(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recv_with_fds_flags(fd, buf, nix::sys::socket::MsgFlags::empty())
+}
+
+/// [`recv_with_fds`] with extra `recvmsg` flags.
+pub fn recv_with_fds_flags(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    flags: nix::sys::socket::MsgFlags,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::FromRawFd;
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | flags,
+    )
+    .map_err(io::Error::from)?;
     let mut received = Vec::new();
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(raw) = c {

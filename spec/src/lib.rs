@@ -436,6 +436,125 @@ pub struct HandlersConfig {
     /// Per-call resource limits.
     #[serde(default)]
     pub limits: HandlerLimits,
+    /// pipelock's pack listener, where init relays every connection a handler opens to
+    /// `127.0.0.1:`[`HANDLER_PROXY_PORT`] inside its jail (prefixed with
+    /// [`pack_proxy::preamble`]). `None`: handlers have no network at all.
+    #[serde(default)]
+    pub proxy: Option<std::net::SocketAddr>,
+    /// Variables set in every handler's environment over the pack's own (the bottle's CA
+    /// bundle, for example). The proxy variables are init's: see [`pack_proxy::handler_env`].
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Directories a pack may live in (a request's `pack_dir` must be one of their children).
+    #[serde(default = "default_pack_roots")]
+    pub pack_roots: Vec<std::path::PathBuf>,
+    /// Run handlers without the jail (no network namespace, Landlock or seccomp filter) when
+    /// the kernel or runtime cannot give it, instead of refusing every call. Unsafe: a
+    /// handler then shares the guards' network and files; init warns on every call.
+    #[serde(default)]
+    pub unsafe_allow_unjailed: bool,
+}
+
+fn default_pack_roots() -> Vec<std::path::PathBuf> {
+    PACK_ROOTS.iter().map(std::path::PathBuf::from).collect()
+}
+
+/// Where packs live in the sidecars container: the seed packs shipped in the image, the
+/// bottle's own (bind-mounted from the project dir) and the operator's installs (pack-exec's
+/// state dir, `packs/<name>@<seq>`). A handler may read its own pack's directory only.
+pub const PACK_ROOTS: [&str; 3] = [
+    SHIPPED_PACKS_DIR,
+    BOTTLE_PACKS_DIR,
+    "/var/lib/sidecars/packs/packs",
+];
+
+/// The seed packs in the sidecars image.
+pub const SHIPPED_PACKS_DIR: &str = "/usr/share/sidecars/packs";
+/// The bottle's packs (from its manifest), mounted read-only.
+pub const BOTTLE_PACKS_DIR: &str = "/etc/sidecars/packs";
+
+/// The port a handler's proxy variables name, on its own loopback inside the jail; init
+/// accepts there and relays to pipelock's pack listener.
+pub const HANDLER_PROXY_PORT: u16 = 8888;
+
+/// pipelock's listener for pack traffic relayed by init (loopback of the sidecars container
+/// only: the agent cannot reach it, and a handler's jail has no route to it).
+pub const PIPELOCK_PACK_PORT: u16 = 8889;
+
+/// The bottle's CA bundle (public roots + the bottle CA) as handlers see it.
+pub const HANDLER_CA_BUNDLE: &str = "/etc/ssl/bottle/ca-bundle.crt";
+
+/// How pack traffic reaches pipelock: init opens a connection to pipelock's pack listener per
+/// connection a handler opens, writes one preamble line naming the pack and the call, then
+/// relays bytes both ways. pipelock applies the bottle's policy (or its `pack_allow`) and logs
+/// the pack's name and call id with every request.
+pub mod pack_proxy {
+    use std::collections::BTreeMap;
+
+    /// The preamble's first word.
+    pub const MAGIC: &str = "SIDECARS-PACK";
+    /// Longest preamble line accepted, newline included.
+    pub const MAX_PREAMBLE_BYTES: usize = 256;
+
+    /// A pack call that traffic comes from.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Origin {
+        /// The pack's name.
+        pub pack: String,
+        /// The call's id.
+        pub call_id: String,
+    }
+
+    /// Whether `name` may name a pack: `^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$`, at most 128
+    /// bytes (helmdeck's `<namespace>.<name>`). pack-exec and init both check it.
+    pub fn valid_pack_name(name: &str) -> bool {
+        let part = |p: &str| {
+            let mut bytes = p.bytes();
+            bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+                && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        name.len() <= 128
+            && name
+                .split_once('.')
+                .is_some_and(|(a, b)| part(a) && part(b))
+    }
+
+    /// The line init writes first on each relayed connection.
+    pub fn preamble(origin: &Origin) -> String {
+        format!("{MAGIC} {} {}\n", origin.pack, origin.call_id)
+    }
+
+    /// Parses a preamble line (without its newline).
+    pub fn parse(line: &str) -> Result<Origin, String> {
+        let mut words = line.trim_end_matches('\r').split(' ');
+        let (Some(MAGIC), Some(pack), Some(call_id), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(format!("expected '{MAGIC} <pack> <call-id>'"));
+        };
+        if !valid_pack_name(pack) || !super::spawn::valid_call_id(call_id) {
+            return Err("bad pack name or call id".into());
+        }
+        Ok(Origin {
+            pack: pack.to_string(),
+            call_id: call_id.to_string(),
+        })
+    }
+
+    /// The proxy variables of a handler's environment (both cases, as curl, Python, git and
+    /// Node read them): everything goes to init's relay on the jail's loopback.
+    pub fn handler_env() -> BTreeMap<String, String> {
+        let url = format!("http://127.0.0.1:{}", super::HANDLER_PROXY_PORT);
+        let mut env = BTreeMap::new();
+        for key in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+            env.insert(key.to_string(), url.clone());
+            env.insert(key.to_ascii_lowercase(), url.clone());
+        }
+        // Nothing bypasses the proxy: the jail has no other way out.
+        env.insert("NO_PROXY".to_string(), String::new());
+        env.insert("no_proxy".to_string(), String::new());
+        env
+    }
 }
 
 fn default_handler_tmp() -> std::path::PathBuf {
@@ -455,6 +574,10 @@ impl HandlersConfig {
             last_uid: *HANDLER_UIDS.end(),
             tmp_dir: HANDLER_TMP_DIR.into(),
             limits,
+            proxy: None,
+            env: Default::default(),
+            pack_roots: default_pack_roots(),
+            unsafe_allow_unjailed: false,
         }
     }
 }
@@ -499,6 +622,9 @@ pub mod spawn {
 
     use serde::{Deserialize, Serialize};
 
+    /// The error code of a call refused because the jail cannot be had.
+    pub const SANDBOX_UNAVAILABLE: &str = "sandbox_unavailable";
+
     /// Largest request frame accepted.
     pub const MAX_REQUEST_BYTES: u32 = 256 * 1024;
 
@@ -508,6 +634,10 @@ pub mod spawn {
     pub struct Request {
         /// The call's id (`[A-Za-z0-9-]{1,64}`): names its temp dir.
         pub call_id: String,
+        /// The pack's name (logged by pipelock with the call's traffic).
+        pub pack: String,
+        /// The pack's directory: the one pack directory the handler may read.
+        pub pack_dir: std::path::PathBuf,
         /// Absolute program path and arguments.
         pub argv: Vec<String>,
         /// The handler's whole environment; the server sets `HOME` and `TMPDIR` to the
@@ -528,7 +658,8 @@ pub mod spawn {
         },
         /// The handler could not be started.
         Error {
-            /// `busy` (no free handler uid), `invalid` (bad request) or `spawn` (exec failed).
+            /// `busy` (no free handler uid), `invalid` (bad request), `spawn` (exec failed) or
+            /// [`SANDBOX_UNAVAILABLE`] (the kernel or runtime cannot give the jail).
             code: String,
             /// What happened.
             message: String,

@@ -104,6 +104,12 @@ fn pack(packs: &Path, name: &str, timeout_s: u64, script: &str) {
 }
 
 fn start(tag: &str, first: u32) -> Bundle {
+    start_with(tag, first, None)
+}
+
+/// [`start`] with init relaying handlers' proxy connections to `proxy` (a stand-in for
+/// pipelock's pack listener).
+fn start_with(tag: &str, first: u32, proxy: Option<SocketAddr>) -> Bundle {
     let last = first + RANGE - 1;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -138,6 +144,34 @@ fn start(tag: &str, first: u32) -> Bundle {
         10,
         "read -r _; t=\"$TMPDIR/..\"; echo junk > \"$t/litter-$$\"; mkdir -p \"$t/litter-dir-$$/sub\" \"$TMPDIR/locked\"; touch \"$t/litter-dir-$$/sub/f\" \"$TMPDIR/locked/x\"; chmod 0 \"$t/litter-dir-$$/sub\" \"$TMPDIR/locked\"; ln -s \"$PACK_DIR/handler.sh\" \"$t/litter-link-$$\"; echo '{}'\n",
     );
+    // Tries the network and the process table from inside the jail; prints one verdict each.
+    pack(
+        &packs,
+        "t.net",
+        10,
+        r#"read -r line
+tcp=$(printf '%s' "$line" | jq -r .tcp); udp=$(printf '%s' "$line" | jq -r .udp)
+v() { if eval "$2" >/dev/null 2>&1; then printf '"%s":"LEAKED",' "$1"; else printf '"%s":"blocked",' "$1"; fi; }
+printf '{'
+v tcp_host_loopback "exec 3<>/dev/tcp/127.0.0.1/$tcp"
+v udp_sent_to_host "echo probe > /dev/udp/127.0.0.1/$udp; sleep 0.2; true"
+v list_proc "ls /proc"
+v read_init_status "cat /proc/1/status"
+v signal_init "kill -0 1"
+v read_secret "cat $(printf '%s' "$line" | jq -r .secret)"
+v list_tmp "ls /tmp"
+own=0; while read -r l; do case $l in Uid:*) own=1;; esac; done < /proc/self/status
+printf '"own_proc":"%s",' "$own"
+printf '"proxy":"%s"}
+' "$HTTPS_PROXY"
+"#,
+    );
+    pack(
+        &packs,
+        "t.curl",
+        10,
+        "read -r _; body=$(curl -s -m 5 http://example.test/hello) || body=curl-failed; printf '{\"body\":\"%s\"}\n' \"$body\"\n",
+    );
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("state");
     nix::unistd::chown(
@@ -166,6 +200,8 @@ fn start(tag: &str, first: u32) -> Bundle {
         "handlers": {
             "socket": spawn_sock, "client_uid": PACK_EXEC_UID,
             "first_uid": first, "last_uid": last, "tmp_dir": tmp,
+            "pack_roots": [packs],
+            "proxy": proxy,
             "limits": {"processes": 32}
         },
         "daemons": [{
@@ -181,7 +217,7 @@ fn start(tag: &str, first: u32) -> Bundle {
         .arg("--config")
         .arg(dir.join("init.json"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("init.log")).expect("init log"))
         .spawn()
         .expect("start sidecar-init");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -225,7 +261,11 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, 
 }
 
 fn call(b: &Bundle, pack: &str) -> (u16, serde_json::Value) {
-    let (status, body) = http(b.addr, "POST", &format!("/v1/packs/{pack}"), "{}").expect("call");
+    call_with(b, pack, "{}")
+}
+
+fn call_with(b: &Bundle, pack: &str, input: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(b.addr, "POST", &format!("/v1/packs/{pack}"), input).expect("call");
     let json: serde_json::Value =
         serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::String(body));
     // A success carries the handler's output under "output"; errors are returned whole.
@@ -390,4 +430,98 @@ fn what_a_handler_leaves_in_the_shared_tmp_is_swept_after_the_call() {
     assert!(left.is_empty(), "left in the shared tmp: {left:?}");
     // a symlink is removed, never followed: its target (the pack's own file) is still there
     assert!(b.dir.join("packs/t.litter/handler.sh").exists());
+}
+
+/// The jail: a handler reaches nothing on the host's network (TCP to a listener on the host's
+/// loopback, UDP to a socket that records what arrives), cannot list `/proc`, read another
+/// process's files or signal init, cannot read outside its allowed trees — and still reads its
+/// own `/proc/self`.
+#[test]
+fn a_jailed_handler_reaches_no_network_no_process_and_no_file_outside_its_room() {
+    if !require_root() {
+        return;
+    }
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp");
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    udp.set_nonblocking(true).expect("nonblocking");
+    let b = start("jail", 10150);
+    let input = serde_json::json!({
+        "tcp": tcp.local_addr().expect("addr").port(),
+        "udp": udp.local_addr().expect("addr").port(),
+        "secret": b.dir.join("secret-token"),
+    });
+    let (status, out) = call_with(&b, "t.net", &input.to_string());
+    assert_eq!(status, 200, "{out}");
+    for key in [
+        "tcp_host_loopback",
+        "udp_sent_to_host",
+        "list_proc",
+        "read_init_status",
+        "signal_init",
+        "read_secret",
+        "list_tmp",
+    ] {
+        if key == "udp_sent_to_host" {
+            continue; // sending on the jail's own loopback succeeds; what arrived is checked below
+        }
+        assert_eq!(out[key], "blocked", "{key}: {out}");
+    }
+    assert_eq!(
+        out["own_proc"], "1",
+        "the handler cannot read its own /proc/self: {out}"
+    );
+    assert!(
+        tcp.accept().is_err(),
+        "a connection from the jail reached the host's loopback"
+    );
+    let mut buf = [0u8; 64];
+    assert!(
+        udp.recv_from(&mut buf).is_err(),
+        "a datagram from the jail reached the host's loopback"
+    );
+    // No proxy configured: no proxy variables either.
+    assert_eq!(out["proxy"], "", "{out}");
+}
+
+/// The one way out: the proxy variables name init's relay, which connects to pipelock's pack
+/// listener (here a stand-in) and first says which pack and call the traffic belongs to.
+#[test]
+fn a_jailed_handlers_proxy_traffic_reaches_pipelock_with_its_pack_and_call() {
+    if !require_root() {
+        return;
+    }
+    let pipelock = TcpListener::bind("127.0.0.1:0").expect("pipelock stand-in");
+    let addr = pipelock.local_addr().expect("addr");
+    let seen = std::thread::spawn(move || {
+        let (mut conn, _) = pipelock.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).expect("read");
+            assert!(
+                n > 0,
+                "the relay closed early: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nrelayed")
+            .expect("answer");
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let b = start_with("proxy", 10160, Some(addr));
+    let (status, out) = call(&b, "t.curl");
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["body"], "relayed", "{out}");
+    let seen = seen.join().expect("pipelock stand-in");
+    let first = seen.lines().next().unwrap_or("");
+    let origin = bottle_spec::pack_proxy::parse(first).expect("a preamble");
+    assert_eq!(origin.pack, "t.curl");
+    assert!(
+        seen.contains("GET http://example.test/hello HTTP/1.1"),
+        "curl's proxied request: {seen}"
+    );
 }

@@ -253,17 +253,9 @@ pub fn read_manifest(files: &Path) -> Result<Manifest, LoadError> {
     })
 }
 
-/// True for `^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$`.
+/// True for `^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$` (the contract's rule: init checks it too).
 pub fn valid_name(name: &str) -> bool {
-    let part = |p: &str| {
-        let mut bytes = p.bytes();
-        bytes.next().is_some_and(|b| b.is_ascii_lowercase())
-            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
-    name.len() <= 128
-        && name
-            .split_once('.')
-            .is_some_and(|(a, b)| part(a) && part(b))
+    bottle_spec::pack_proxy::valid_pack_name(name)
 }
 
 fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Result<Pack, LoadError> {

@@ -51,6 +51,8 @@ pub async fn run(
     env.insert("PACK_DIR".into(), pack.dir.display().to_string());
     let request = Request {
         call_id: call_id.to_string(),
+        pack: pack.name.clone(),
+        pack_dir: pack.dir.clone(),
         argv,
         env,
     };
@@ -76,6 +78,9 @@ pub async fn run(
         }
         Event::Error { code, message } if code == "spawn" => {
             return Err(ExecError::Spawn(io::Error::other(message)));
+        }
+        Event::Error { code, message } if code == bottle_spec::spawn::SANDBOX_UNAVAILABLE => {
+            return Err(ExecError::Unavailable(message));
         }
         other => return Err(ExecError::Internal(format!("init answered {other:?}"))),
     }

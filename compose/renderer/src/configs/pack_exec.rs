@@ -9,7 +9,7 @@ use crate::daemon::Daemon;
 use crate::manifest::Manifest;
 
 /// Where the bottle's pack directories are mounted (read-only) in the sidecars container.
-pub const PACKS_DIR: &str = "/etc/sidecars/packs";
+pub const PACKS_DIR: &str = bottle_spec::BOTTLE_PACKS_DIR;
 /// pack-exec's writable state (installed packs): a named volume.
 pub const STATE_DIR: &str = "/var/lib/sidecars/packs";
 /// The host pack-exec's operator listener binds: the address of the interface of the
