@@ -51,6 +51,11 @@ pub struct Config {
     pub entropy_threshold: f64,
     /// Timeout for connecting to egress or a destination.
     pub connect_timeout_secs: u64,
+    /// Listener for pack handlers' traffic, relayed by sidecar-init with a preamble naming the
+    /// pack and the call (`bottle_spec::pack_proxy`). Loopback only; `null` = none.
+    pub pack_listen: Option<SocketAddr>,
+    /// Destinations pack handlers may reach; `null` (default) = the same as `allow`.
+    pub pack_allow: Option<Vec<AllowRule>>,
 }
 
 /// One allowed destination.
@@ -83,6 +88,8 @@ impl Default for Config {
             max_body_scan_bytes: 1 << 20,
             entropy_threshold: 3.5,
             connect_timeout_secs: 10,
+            pack_listen: None,
+            pack_allow: None,
         }
     }
 }
@@ -96,17 +103,30 @@ impl DaemonConfig for Config {
 impl Validate for Config {
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        for (i, rule) in self.allow.iter().enumerate() {
-            if let Err(why) = crate::policy::HostPattern::parse(&rule.host) {
-                p.push(format!("allow[{i}].host: {why}"));
+        let lists = [
+            ("allow", Some(&self.allow)),
+            ("pack_allow", self.pack_allow.as_ref()),
+        ];
+        for (key, list) in lists {
+            for (i, rule) in list.into_iter().flatten().enumerate() {
+                if let Err(why) = crate::policy::HostPattern::parse(&rule.host) {
+                    p.push(format!("{key}[{i}].host: {why}"));
+                }
+                if rule.ports.is_empty() {
+                    p.push(format!(
+                        "{key}[{i}].ports: empty; omit it for the default [443, 80]"
+                    ));
+                }
+                if rule.ports.contains(&0) {
+                    p.push(format!("{key}[{i}].ports: 0 is not a port"));
+                }
             }
-            if rule.ports.is_empty() {
+        }
+        if let Some(addr) = self.pack_listen {
+            if !addr.ip().is_loopback() {
                 p.push(format!(
-                    "allow[{i}].ports: empty; omit it for the default [443, 80]"
+                    "pack_listen: {addr} is not a loopback address (only sidecar-init's relay may reach it)"
                 ));
-            }
-            if rule.ports.contains(&0) {
-                p.push(format!("allow[{i}].ports: 0 is not a port"));
             }
         }
         if let Some(up) = &self.upstream {

@@ -19,12 +19,14 @@
 //! | [`ratelimit`] | per-destination token buckets |
 //! | [`upstream`] | the next hop: CONNECT through egress or directly; the pooled HTTP client |
 //! | [`proxy`] | the request handler: health, CONNECT tunnels, plain-HTTP forwarding |
+//! | [`pack`] | the pack listener: handlers' traffic relayed by sidecar-init, with the pack's name |
 //! | [`cli`] | `sidecars pipelock [--config PATH]` and SIGHUP reload |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod dlp;
+pub mod pack;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
@@ -69,6 +71,15 @@ pub async fn run_with_reload(
     reload_from: Option<PathBuf>,
 ) -> Result<(), RunError> {
     let pipelock = Arc::new(Pipelock::new(&config)?);
+    if let Some(addr) = config.pack_listen {
+        let packs = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen for pack traffic on {addr}: {e}"),
+            )
+        })?;
+        tokio::spawn(pack::serve(packs, pipelock.clone(), shutdown.clone()));
+    }
     if let Some(path) = reload_from {
         // Installed before serving: SIGHUP's default action would kill the process.
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

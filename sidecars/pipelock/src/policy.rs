@@ -67,6 +67,8 @@ impl HostPattern {
 pub struct Policy {
     /// Allowed (host pattern, ports) pairs.
     pub allow: Vec<(HostPattern, Vec<u16>)>,
+    /// Pack handlers' own list (`None`: they get `allow`).
+    pub pack_allow: Option<Vec<(HostPattern, Vec<u16>)>>,
     /// The SSRF guard.
     pub addresses: AddressPolicy,
     /// The DLP scanner (built-in rules + configured secret values).
@@ -110,13 +112,19 @@ pub enum PolicyError {
 impl Policy {
     /// Compile `config`. Reads the secret files now, so a reload picks up their new contents.
     pub fn build(config: &Config) -> Result<Arc<Policy>, PolicyError> {
-        let mut allow = Vec::with_capacity(config.allow.len());
-        for rule in &config.allow {
-            allow.push((
-                HostPattern::parse(&rule.host).map_err(PolicyError::Pattern)?,
-                rule.ports.clone(),
-            ));
-        }
+        let compile = |rules: &[crate::config::AllowRule]| {
+            rules
+                .iter()
+                .map(|rule| {
+                    Ok((
+                        HostPattern::parse(&rule.host).map_err(PolicyError::Pattern)?,
+                        rule.ports.clone(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()
+        };
+        let allow = compile(&config.allow)?;
+        let pack_allow = config.pack_allow.as_deref().map(compile).transpose()?;
         let mut values = Vec::new();
         for path in &config.secret_files {
             let bytes = std::fs::read(path).map_err(|source| PolicyError::SecretFile {
@@ -132,6 +140,7 @@ impl Policy {
         })?;
         Ok(Arc::new(Policy {
             allow,
+            pack_allow,
             addresses: AddressPolicy::new(config.allow_cidrs.clone()),
             scanner,
             upstream: config.upstream.clone(),
@@ -147,10 +156,15 @@ impl Policy {
         }))
     }
 
-    /// `Ok` if `host:port` is on the allowlist, else the denial reason.
-    pub fn check_allowlist(&self, host: &str, port: u16) -> Result<(), String> {
+    /// `Ok` if `host:port` is on the allowlist (pack handlers': `pack_allow` when set), else
+    /// the denial reason.
+    pub fn check_allowlist(&self, host: &str, port: u16, from_pack: bool) -> Result<(), String> {
+        let list = match (&self.pack_allow, from_pack) {
+            (Some(packs), true) => packs,
+            _ => &self.allow,
+        };
         let mut host_listed = false;
-        for (pattern, ports) in &self.allow {
+        for (pattern, ports) in list {
             if pattern.matches(host) {
                 host_listed = true;
                 if ports.contains(&port) {
@@ -193,13 +207,13 @@ mod tests {
         )
         .unwrap();
         let p = Policy::build(&config).unwrap();
-        assert!(p.check_allowlist("a.com", 443).is_ok());
+        assert!(p.check_allowlist("a.com", 443, false).is_ok());
         assert_eq!(
-            p.check_allowlist("a.com", 80).unwrap_err(),
+            p.check_allowlist("a.com", 80, false).unwrap_err(),
             "port 80 not allowed for a.com"
         );
         assert_eq!(
-            p.check_allowlist("evil.example", 443).unwrap_err(),
+            p.check_allowlist("evil.example", 443, false).unwrap_err(),
             "host not on allowlist: evil.example"
         );
     }

@@ -127,12 +127,13 @@ impl Pipelock {
         req_uri: &http::Uri,
         headers: &http::HeaderMap,
         target: &Target,
+        from_pack: bool,
     ) -> Result<Vec<std::net::SocketAddr>, Denial> {
         if let Some(hit) = dlp::scan_head(&policy.scanner, req_uri, headers) {
             return Err(Denial::secret(hit));
         }
         policy
-            .check_allowlist(&target.host, target.port)
+            .check_allowlist(&target.host, target.port, from_pack)
             .map_err(|why| Denial::new(blocked(why), "allowlist"))?;
         self.limiter
             .check(&target.host, policy.rate_limit_per_minute)
@@ -168,13 +169,14 @@ impl Pipelock {
         mut req: Request<Incoming>,
         ctx: &RequestContext,
         target: Target,
+        from_pack: bool,
     ) -> Result<Response<Body>, Denial> {
         let cur = self.current();
         let policy = &cur.policy;
         // Count the tunnel before the (slow) checks so the limit holds under a burst.
         let guard = TunnelGuard::new(self.tunnels.clone());
         let addrs = self
-            .check(policy, req.uri(), req.headers(), &target)
+            .check(policy, req.uri(), req.headers(), &target, from_pack)
             .await?;
         if guard.count > policy.max_tunnels {
             return Err(Denial::new(
@@ -217,36 +219,41 @@ impl Pipelock {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let limits = policy.tunnel;
         let request_id = ctx.request_id.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let started = Instant::now();
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(err) => {
-                    tracing::debug!(%request_id, %err, "client went away before the tunnel opened");
-                    return;
-                }
-            };
-            // Blind: zero-copy when the scaffold hands back the raw socket.
-            let stats = relay_upgraded(
-                upgraded,
-                tunnel.leftover,
-                tunnel.stream,
-                limits,
-                TUNNEL_BUFFER,
-            )
-            .await;
-            tracing::info!(
-                %request_id,
-                target = %target,
-                up = stats.up,
-                down = stats.down,
-                end = ?stats.end,
-                zero_copy = stats.zero_copy,
-                secs = started.elapsed().as_secs_f64(),
-                "tunnel closed"
-            );
-        });
+        // The tunnel's log line keeps the pack's span (its name and call id) when it has one.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _guard = guard;
+                let started = Instant::now();
+                let upgraded = match on_upgrade.await {
+                    Ok(u) => u,
+                    Err(err) => {
+                        tracing::debug!(%request_id, %err, "client went away before the tunnel opened");
+                        return;
+                    }
+                };
+                // Blind: zero-copy when the scaffold hands back the raw socket.
+                let stats = relay_upgraded(
+                    upgraded,
+                    tunnel.leftover,
+                    tunnel.stream,
+                    limits,
+                    TUNNEL_BUFFER,
+                )
+                .await;
+                tracing::info!(
+                    %request_id,
+                    target = %target,
+                    up = stats.up,
+                    down = stats.down,
+                    end = ?stats.end,
+                    zero_copy = stats.zero_copy,
+                    secs = started.elapsed().as_secs_f64(),
+                    "tunnel closed"
+                );
+            },
+            span,
+        ));
         Ok(Response::new(empty()))
     }
 
@@ -254,12 +261,13 @@ impl Pipelock {
         &self,
         req: Request<Incoming>,
         target: Target,
+        from_pack: bool,
     ) -> Result<Response<Body>, Denial> {
         let cur = self.current();
         let policy = &cur.policy;
         let (mut parts, body) = req.into_parts();
         let addrs = self
-            .check(policy, &parts.uri, &parts.headers, &target)
+            .check(policy, &parts.uri, &parts.headers, &target, from_pack)
             .await?;
         let bytes = read_limited(&parts.headers, body, policy.max_body_scan_bytes)
             .await
@@ -368,6 +376,19 @@ impl Drop for TunnelGuard {
 
 impl Handler for Pipelock {
     async fn handle(&self, req: Request<Incoming>, ctx: RequestContext) -> Response<Body> {
+        self.serve_request(req, ctx, false).await
+    }
+}
+
+impl Pipelock {
+    /// One request, from the agent or (`from_pack`) from a pack handler through init's relay:
+    /// the same checks, with pack traffic held to `pack_allow` when it is set.
+    pub async fn serve_request(
+        &self,
+        req: Request<Incoming>,
+        ctx: RequestContext,
+        from_pack: bool,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let target = match target_of(&req) {
@@ -393,9 +414,9 @@ impl Handler for Pipelock {
         };
         let shown = target.to_string();
         let result = if method == Method::CONNECT {
-            self.connect(req, &ctx, target).await
+            self.connect(req, &ctx, target, from_pack).await
         } else {
-            self.forward(req, target).await
+            self.forward(req, target, from_pack).await
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
