@@ -484,6 +484,17 @@ pub const PIPELOCK_PACK_PORT: u16 = 8889;
 /// The bottle's CA bundle (public roots + the bottle CA) as handlers see it.
 pub const HANDLER_CA_BUNDLE: &str = "/etc/ssl/bottle/ca-bundle.crt";
 
+/// Variables that name a CA bundle for the common clients (OpenSSL/curl, Python `requests`,
+/// curl, git, Node): set to the bottle's bundle where egress intercepts TLS. The first four
+/// *replace* the system store (the bundle holds the public roots too).
+pub const CA_BUNDLE_VARS: [&str; 5] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+];
+
 /// How pack traffic reaches pipelock: init opens a connection to pipelock's pack listener per
 /// connection a handler opens, writes one preamble line naming the pack and the call, then
 /// relays bytes both ways. pipelock applies the bottle's policy (or its `pack_allow`) and logs
@@ -565,7 +576,8 @@ fn default_handler_tmp() -> std::path::PathBuf {
 pub const HANDLER_TMP_DIR: &str = "/tmp";
 
 impl HandlersConfig {
-    /// The bundle's spawn service: pack-exec's uid, the handler range, these limits.
+    /// The bundle's spawn service: pack-exec's uid, the handler range, these limits, handler
+    /// traffic relayed to pipelock's pack listener.
     pub fn bundle(limits: HandlerLimits) -> HandlersConfig {
         HandlersConfig {
             socket: SPAWN_SOCKET.into(),
@@ -574,7 +586,10 @@ impl HandlersConfig {
             last_uid: *HANDLER_UIDS.end(),
             tmp_dir: HANDLER_TMP_DIR.into(),
             limits,
-            proxy: None,
+            proxy: Some(std::net::SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                PIPELOCK_PACK_PORT,
+            ))),
             env: Default::default(),
             pack_roots: default_pack_roots(),
             unsafe_allow_unjailed: false,

@@ -26,6 +26,7 @@ pub mod error;
 pub mod manifest;
 pub mod model;
 pub mod render;
+pub mod seccomp;
 pub mod validate;
 pub mod yaml;
 

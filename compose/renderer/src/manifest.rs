@@ -54,6 +54,14 @@ pub struct Manifest {
     /// unsigned pack is refused). Written into `pack-exec.json` as `allow_unsigned`.
     #[serde(default)]
     pub allow_unsigned_packs: bool,
+    /// Destinations pack handlers may reach through pipelock; absent = the same as
+    /// `allowlist`.
+    #[serde(default)]
+    pub pack_allowlist: Option<Vec<AllowRule>>,
+    /// UNSAFE: run pack handlers without their jail when the kernel or runtime cannot give it
+    /// (instead of refusing every call). A handler then shares the guards' network and files.
+    #[serde(default)]
+    pub unsafe_allow_unjailed_packs: bool,
     /// Limits of each service and of pack handlers.
     #[serde(default)]
     pub resources: Resources,

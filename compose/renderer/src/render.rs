@@ -68,12 +68,13 @@ pub const AGENT_CA_CERT: &str = "/etc/bot-bottle/ca.crt";
 /// `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE` and `GIT_SSL_CAINFO` name: they *replace* the
 /// system store, and hosts egress does not intercept present their real certificates).
 pub const AGENT_CA_BUNDLE: &str = "/etc/bot-bottle/ca-bundle.crt";
-/// Agent variables naming the full bundle.
+/// Agent variables naming the full bundle (the contract's list less Node's, which the agent
+/// gets pointed at the bottle CA alone).
 pub const CA_BUNDLE_VARS: [&str; 4] = [
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
+    bottle_spec::CA_BUNDLE_VARS[0],
+    bottle_spec::CA_BUNDLE_VARS[1],
+    bottle_spec::CA_BUNDLE_VARS[2],
+    bottle_spec::CA_BUNDLE_VARS[3],
 ];
 
 /// Host-side files of the bottle's CA, created by the control plane (not the renderer: it

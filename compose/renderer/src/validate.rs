@@ -197,31 +197,40 @@ fn needs(m: &Manifest, field: &str, daemon: Daemon, p: &mut Vec<Problem>) {
     }
 }
 
-fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
-    if !m.allowlist.is_empty() {
-        needs(m, "allowlist", Daemon::Pipelock, p);
-    }
-    for (i, rule) in m.allowlist.iter().enumerate() {
+fn allow_rules(key: &str, rules: &[crate::manifest::AllowRule], p: &mut Vec<Problem>) {
+    for (i, rule) in rules.iter().enumerate() {
         if !is_host_pattern(&rule.host) {
             p.push(Problem::new(
-                format!("allowlist[{i}].host"),
+                format!("{key}[{i}].host"),
                 format!("{:?} is not a host name or *.suffix pattern", rule.host),
             ));
         }
         if rule.ports.is_empty() {
             p.push(Problem::new(
-                format!("allowlist[{i}].ports"),
+                format!("{key}[{i}].ports"),
                 "must not be empty",
             ));
         }
         for (j, port) in rule.ports.iter().enumerate() {
             if *port == 0 {
                 p.push(Problem::new(
-                    format!("allowlist[{i}].ports[{j}]"),
+                    format!("{key}[{i}].ports[{j}]"),
                     "0 is not a port (1 to 65535)",
                 ));
             }
         }
+    }
+}
+
+fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
+    if !m.allowlist.is_empty() {
+        needs(m, "allowlist", Daemon::Pipelock, p);
+    }
+    allow_rules("allowlist", &m.allowlist, p);
+    if let Some(rules) = &m.pack_allowlist {
+        needs(m, "pack_allowlist", Daemon::Pipelock, p);
+        needs(m, "pack_allowlist", Daemon::PackExec, p);
+        allow_rules("pack_allowlist", rules, p);
     }
     if !m.allow_cidrs.is_empty() {
         needs(m, "allow_cidrs", Daemon::Pipelock, p);

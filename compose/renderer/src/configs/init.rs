@@ -219,10 +219,22 @@ pub fn render(m: &Manifest) -> InitConfig {
     if !m.daemons.contains(&Daemon::Supervise) {
         config.notify_url = None;
     }
-    config.handlers = m
-        .daemons
-        .contains(&Daemon::PackExec)
-        .then(|| handlers(handler_limits(m)));
+    config.handlers = m.daemons.contains(&Daemon::PackExec).then(|| {
+        let mut h = handlers(handler_limits(m));
+        // Without pipelock a handler has no way out at all.
+        if !m.daemons.contains(&Daemon::Pipelock) {
+            h.proxy = None;
+        }
+        // egress intercepts TLS with the bottle's CA: handlers trust it through the bundle.
+        if m.daemons.contains(&Daemon::Egress) {
+            for var in bottle_spec::CA_BUNDLE_VARS {
+                h.env
+                    .insert(var.to_string(), bottle_spec::HANDLER_CA_BUNDLE.to_string());
+            }
+        }
+        h.unsafe_allow_unjailed = m.unsafe_allow_unjailed_packs;
+        h
+    });
     for entry in config.daemons.iter_mut() {
         let Some(daemon) = Daemon::from_name(&entry.name) else {
             continue; // the DNS responder: not configurable

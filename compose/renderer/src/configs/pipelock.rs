@@ -24,6 +24,12 @@ pub struct PipelockConfig {
     /// Every credential of the bottle, as pipelock's own copies (its credentials directory):
     /// their values must never leave through the proxy.
     pub secret_files: Vec<String>,
+    /// With pack-exec: the loopback listener sidecar-init relays pack handlers' traffic to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_listen: Option<String>,
+    /// The manifest's `pack_allowlist` (absent: handlers get `allow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_allow: Option<Vec<Allow>>,
 }
 
 /// One allowlist rule.
@@ -43,20 +49,27 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             .daemons
             .contains(&Daemon::Egress)
             .then(|| format!("127.0.0.1:{}", Daemon::Egress.port())),
-        allow: m
-            .allowlist
-            .iter()
-            .map(|r| Allow {
-                host: r.host.clone(),
-                ports: r.ports.clone(),
-            })
-            .collect(),
+        allow: rules(&m.allowlist),
         allow_cidrs: m.allow_cidrs.clone(),
         secret_files: m
             .credentials
             .keys()
             .map(|n| daemon_credential(Daemon::Pipelock, n))
             .collect(),
+        pack_listen: m
+            .daemons
+            .contains(&Daemon::PackExec)
+            .then(|| format!("127.0.0.1:{}", bottle_spec::PIPELOCK_PACK_PORT)),
+        pack_allow: m.pack_allowlist.as_deref().map(rules),
     };
     serde_json::to_value(config).unwrap_or_default()
+}
+
+fn rules(list: &[crate::manifest::AllowRule]) -> Vec<Allow> {
+    list.iter()
+        .map(|r| Allow {
+            host: r.host.clone(),
+            ports: r.ports.clone(),
+        })
+        .collect()
 }
