@@ -296,37 +296,57 @@ fn open_path(path: &Path) -> Option<OwnedFd> {
 /// The handler's seccomp programs: the deny list (EPERM), then `clone3` answered ENOSYS so
 /// that libcs fall back to `clone`, whose flags the first program can inspect.
 fn filters() -> Result<Vec<BpfProgram>, seccompiler::Error> {
+    programs(&DENIED, true)
+}
+
+/// Every supervised daemon's seccomp programs: no new namespaces. The sidecars container's
+/// profile allows `unshare` for the handler jail only; this takes it away from the daemons.
+pub fn daemon_filters() -> &'static [BpfProgram] {
+    static FILTERS: std::sync::OnceLock<Vec<BpfProgram>> = std::sync::OnceLock::new();
+    FILTERS.get_or_init(|| {
+        programs(&[libc::SYS_unshare, libc::SYS_setns], false).unwrap_or_else(|e| {
+            tracing::error!("cannot compile the daemons' seccomp filter: {e}");
+            Vec::new()
+        })
+    })
+}
+
+/// A deny program for `denied` (plus `clone` with a namespace flag, and with `sockets` the
+/// socket-family rules), then the `clone3` → ENOSYS program.
+fn programs(denied: &[libc::c_long], sockets: bool) -> Result<Vec<BpfProgram>, seccompiler::Error> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(seccompiler::Error::Backend)?;
     let always = |nr: libc::c_long| (nr, Vec::new());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&n| always(n)).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = denied.iter().map(|&n| always(n)).collect();
     let arg = |index, op, value| SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value);
-    // Sockets: the unix and IP families only, never raw or packet.
-    rules.insert(
-        libc::SYS_socket,
-        vec![
-            SeccompRule::new(vec![
-                arg(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?,
-                arg(0, SeccompCmpOp::Ne, libc::AF_INET as u64)?,
-                arg(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64)?,
-            ])?,
-            SeccompRule::new(vec![arg(
-                1,
-                SeccompCmpOp::MaskedEq(0xf),
-                libc::SOCK_RAW as u64,
-            )?])?,
-            SeccompRule::new(vec![arg(1, SeccompCmpOp::MaskedEq(0xf), SOCK_PACKET)?])?,
-        ],
-    );
-    rules.insert(
-        libc::SYS_socketpair,
-        vec![SeccompRule::new(vec![arg(
-            0,
-            SeccompCmpOp::Ne,
-            libc::AF_UNIX as u64,
-        )?])?],
-    );
+    if sockets {
+        // Sockets: the unix and IP families only, never raw or packet.
+        rules.insert(
+            libc::SYS_socket,
+            vec![
+                SeccompRule::new(vec![
+                    arg(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?,
+                    arg(0, SeccompCmpOp::Ne, libc::AF_INET as u64)?,
+                    arg(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64)?,
+                ])?,
+                SeccompRule::new(vec![arg(
+                    1,
+                    SeccompCmpOp::MaskedEq(0xf),
+                    libc::SOCK_RAW as u64,
+                )?])?,
+                SeccompRule::new(vec![arg(1, SeccompCmpOp::MaskedEq(0xf), SOCK_PACKET)?])?,
+            ],
+        );
+        rules.insert(
+            libc::SYS_socketpair,
+            vec![SeccompRule::new(vec![arg(
+                0,
+                SeccompCmpOp::Ne,
+                libc::AF_UNIX as u64,
+            )?])?],
+        );
+    }
     // clone with any namespace flag.
     let ns_flags = [
         libc::CLONE_NEWNS,

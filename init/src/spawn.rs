@@ -83,6 +83,12 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
     }
     let new_session = spec.new_session;
     let harden = spec.harden;
+    // Compiled before the fork (the child must not allocate).
+    let filters: &'static [seccompiler::BpfProgram] = if harden {
+        crate::jail::daemon_filters()
+    } else {
+        &[]
+    };
     // SAFETY: the hook runs in the forked child before exec and calls only async-signal-safe
     // functions (sigaction via signal(), sigprocmask, setsid, prctl, setrlimit); it allocates
     // nothing and takes no locks. `io::Error::last_os_error` only reads errno.
@@ -94,6 +100,9 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
             }
             if harden {
                 crate::hardening::in_child(None)?;
+                for f in filters {
+                    seccompiler::apply_filter(f).map_err(|_| io::Error::last_os_error())?;
+                }
             }
             Ok(())
         });

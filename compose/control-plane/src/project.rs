@@ -47,6 +47,9 @@ pub fn write_project(
         }
         owners.write(&path, file.contents.as_bytes(), owner, 0o400)?;
     }
+    if let Some(profile) = &bundle.seccomp_profile {
+        write_file(&dir.join(&profile.path), profile.contents.as_bytes(), 0o644)?;
+    }
     if let Some(packs) = &bundle.packs {
         mkdir(&dir.join(bottle_compose::render::PACKS_DIR))?;
         for pack in packs {

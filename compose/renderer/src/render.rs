@@ -185,6 +185,18 @@ pub struct Bundle {
     /// Credential files on the host, bind-mounted read-only into the sidecars container only.
     /// The control plane checks they exist; their contents are never read or copied.
     pub credentials: Vec<CredentialMount>,
+    /// The sidecars container's seccomp profile (with pack-exec: the handler jail needs
+    /// `unshare`), written into the project dir and named by the service's `security_opt`.
+    pub seccomp_profile: Option<ProjectFile>,
+}
+
+/// A file the control plane writes into the project dir for the runtime (not mounted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectFile {
+    /// Path relative to the project dir.
+    pub path: String,
+    /// Contents.
+    pub contents: String,
 }
 
 /// One credential file mount.
@@ -411,6 +423,14 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
             target: AGENT_CA_BUNDLE.to_string(),
             read_only: true,
         });
+        // Pack handlers' traffic is intercepted like the agent's: they get the same bundle.
+        if enabled.contains(&Daemon::PackExec) {
+            mounts.push(Mount::Bind {
+                source: opts.ca.bundle.clone(),
+                target: bottle_spec::HANDLER_CA_BUNDLE.to_string(),
+                read_only: true,
+            });
+        }
         opts.ca.clone()
     });
     let pack_exec_operator_token = enabled.contains(&Daemon::PackExec).then(|| {
@@ -466,6 +486,15 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         // The operator listener, for `control-plane packs install|remove`.
         published.push(bottle_spec::PACK_EXEC_OPERATOR_PORT);
     }
+    // The handler jail needs `unshare` (crate::seccomp): only bottles with pack-exec ship it.
+    let seccomp_profile = enabled.contains(&Daemon::PackExec).then(|| ProjectFile {
+        path: crate::seccomp::PROFILE_FILE.to_string(),
+        contents: crate::seccomp::profile_text(),
+    });
+    let mut sidecars_security = hardened(&m.resources.sidecars, DEFAULT_SIDECARS_PIDS).security_opt;
+    if let Some(p) = &seccomp_profile {
+        sidecars_security.push(format!("seccomp=./{}", p.path));
+    }
     let sidecars = Service {
         image: sidecar_image,
         container_name: container_name(&opts.prefix, SIDECARS, slug),
@@ -502,6 +531,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
             ),
         ],
         cap_add: bottle_spec::INIT_CAPABILITIES.map(String::from).to_vec(),
+        security_opt: sidecars_security,
         healthcheck: Some(Healthcheck {
             test: vec!["CMD".into(), "/sidecar-init".into(), "health".into()],
             interval: "1s".into(),
@@ -586,6 +616,7 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         pack_exec_operator_token,
         internal_subnet: subnet,
         credentials,
+        seccomp_profile,
     })
 }
 

@@ -166,6 +166,9 @@ fn literal_values_reach_the_container_unchanged() {
         bottle_compose::to_yaml(&bundle.project).expect("yaml"),
     )
     .expect("write");
+    if let Some(p) = &bundle.seccomp_profile {
+        std::fs::write(dir.path().join(&p.path), &p.contents).expect("write profile");
+    }
     let project = format!("bottle-literal-test-{}", std::process::id());
     let base: Vec<String> = compose
         .iter()

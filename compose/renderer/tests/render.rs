@@ -37,12 +37,41 @@ fn two_services_two_networks_agent_only_internal() {
 }
 
 #[test]
+fn only_the_sidecars_of_a_bottle_with_packs_get_the_jails_seccomp_profile() {
+    let b = render(&manifest(""), &RenderOptions::default()).unwrap();
+    let profile = b
+        .seccomp_profile
+        .as_ref()
+        .expect("pack-exec is on by default");
+    assert_eq!(profile.path, bottle_compose::seccomp::PROFILE_FILE);
+    assert_eq!(
+        b.project.services["sidecars"].security_opt,
+        ["no-new-privileges:true", "seccomp=./seccomp-sidecars.json"]
+    );
+    assert_eq!(
+        b.project.services["agent"].security_opt,
+        ["no-new-privileges:true"],
+        "the agent keeps Docker's default profile"
+    );
+    let b = render(
+        &manifest("daemons = [\"pipelock\"]\n[[allowlist]]\nhost = \"a.test\""),
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    assert!(b.seccomp_profile.is_none());
+    assert_eq!(
+        b.project.services["sidecars"].security_opt,
+        ["no-new-privileges:true"]
+    );
+}
+
+#[test]
 fn both_services_are_hardened() {
     let b = render(&manifest(""), &RenderOptions::default()).unwrap();
     for (name, s) in &b.project.services {
         assert!(s.read_only, "{name}");
         assert_eq!(s.cap_drop, ["ALL"], "{name}");
-        assert_eq!(s.security_opt, ["no-new-privileges:true"], "{name}");
+        assert_eq!(s.security_opt[0], "no-new-privileges:true", "{name}");
         assert!(s.tmpfs.iter().any(|t| t.starts_with("/tmp:")), "{name}");
         assert!(s.pids_limit.is_some(), "{name}");
         assert_eq!(s.stop_grace_period, "10s", "{name}");
@@ -556,7 +585,10 @@ fn the_sidecars_container_is_root_with_only_inits_capabilities() {
     assert_eq!(sc.cap_drop, ["ALL"]);
     assert_eq!(sc.cap_add, bottle_spec::INIT_CAPABILITIES);
     assert_eq!(sc.cap_add, ["CHOWN", "KILL", "SETGID", "SETUID"]);
-    assert_eq!(sc.security_opt, ["no-new-privileges:true"]);
+    assert_eq!(
+        sc.security_opt,
+        ["no-new-privileges:true", "seccomp=./seccomp-sidecars.json"]
+    );
     assert!(sc.read_only);
 }
 
@@ -711,9 +743,37 @@ fn handlers_come_with_pack_exec_and_take_the_manifests_limits() {
                 "address_space_bytes": 1073741824u64,
                 "file_size_bytes": 67108864,
                 "open_files": 256
-            }
+            },
+            // the default bottle has no pipelock: a handler gets no way out at all
+            "proxy": null,
+            "env": {},
+            "pack_roots": bottle_spec::PACK_ROOTS,
+            "unsafe_allow_unjailed": false
         })
     );
+    // With pipelock and egress: the relay to pipelock's pack listener, the bottle's CA bundle,
+    // pipelock listening for pack traffic with the packs' own allowlist.
+    let m = manifest(
+        "daemons = [\"egress\", \"pipelock\", \"pack-exec\"]\nunsafe_allow_unjailed_packs = true\n[[allowlist]]\nhost = \"a.test\"\n[[pack_allowlist]]\nhost = \"b.test\"",
+    );
+    let b = render(&m, &RenderOptions::default()).unwrap();
+    let h = &config(&b, "init")["handlers"];
+    assert_eq!(h["proxy"], "127.0.0.1:8889");
+    assert_eq!(h["env"]["SSL_CERT_FILE"], bottle_spec::HANDLER_CA_BUNDLE);
+    assert_eq!(
+        h["env"]["NODE_EXTRA_CA_CERTS"],
+        bottle_spec::HANDLER_CA_BUNDLE
+    );
+    assert_eq!(h["unsafe_allow_unjailed"], true);
+    let p = config(&b, "pipelock");
+    assert_eq!(p["pack_listen"], "127.0.0.1:8889");
+    assert_eq!(
+        p["pack_allow"],
+        serde_json::json!([{"host": "b.test", "ports": [443]}])
+    );
+    let sidecars = &b.project.services["sidecars"];
+    assert!(sidecars.volumes.iter().any(|v| matches!(v,
+        bottle_compose::model::Mount::Bind { target, read_only: true, .. } if target == bottle_spec::HANDLER_CA_BUNDLE)));
     let m = manifest(
         "[resources.handlers]\nprocesses = 8\naddress_space = \"512m\"\nfile_size = \"1m\"\nopen_files = 64",
     );

@@ -1095,7 +1095,9 @@ pub fn plan_container(
         readonly_rootfs: Some(s.read_only),
         cap_drop: (!s.cap_drop.is_empty()).then(|| s.cap_drop.clone()),
         cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
-        security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
+        security_opt: (!s.security_opt.is_empty())
+            .then(|| security_opts(&dir, &s.security_opt))
+            .transpose()?,
         dns: (!s.dns.is_empty()).then(|| s.dns.iter().map(ToString::to_string).collect()),
         init: s.init,
         nano_cpus,
@@ -1184,6 +1186,31 @@ fn absolute(dir: &Path) -> PathBuf {
             .unwrap_or_else(|_| dir.to_path_buf())
     };
     crate::source::normalize(&joined)
+}
+
+/// `security_opt` as the Engine API takes it: a seccomp profile named by path (what compose
+/// files and `docker run` accept) is sent as its contents, as the docker CLI and compose do.
+fn security_opts(dir: &Path, opts: &[String]) -> Result<Vec<String>, RuntimeError> {
+    opts.iter()
+        .map(|opt| {
+            let profile = opt
+                .strip_prefix("seccomp=")
+                .or_else(|| opt.strip_prefix("seccomp:"))
+                .filter(|v| *v != "unconfined" && !v.trim_start().starts_with('{'));
+            let Some(path) = profile else {
+                return Ok(opt.clone());
+            };
+            let file = resolve(dir, path);
+            std::fs::read_to_string(&file)
+                .map(|json| format!("seccomp={json}"))
+                .map_err(|e| {
+                    RuntimeError::Model(format!(
+                        "security_opt: cannot read the seccomp profile {}: {e}",
+                        file.display()
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// A bind source: absolute paths as they are, relative ones against the project directory;

@@ -93,6 +93,16 @@ pub fn write_project(manifest: &Path, dir: &Path) {
         std::fs::write(path, contents).expect("write");
     }
     std::fs::create_dir_all(dir.join("packs")).expect("packs dir");
+    // The seccomp profile compose reads (kept out of the golden files: it is one constant).
+    let text = std::fs::read_to_string(manifest).expect("read manifest");
+    let name = manifest.file_name().and_then(|n| n.to_str());
+    let m = Manifest::parse(&text, name).expect("manifest");
+    if let Some(p) = render(&m, &RenderOptions::default())
+        .expect("render")
+        .seccomp_profile
+    {
+        std::fs::write(dir.join(p.path), p.contents).expect("write profile");
+    }
 }
 
 /// Run a command with a hard timeout; returns (success, stdout, stderr).
