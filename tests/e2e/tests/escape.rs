@@ -3,11 +3,9 @@
 //! Every attempt is named; a test collects all of its attempts and fails listing every one
 //! that got through. docs/security.md maps each attempt to the wall that stops it.
 //!
-//! The network attempts of a hostile *handler* (egress's loopback port, supervise's operator
-//! listener, the egress network) are stopped only by the pack handler jail (a later issue):
-//! they are in `hostile_pack_network_attempts_are_blocked`, an expected failure
-//! (`should_panic`) that will start failing — and must then lose its `should_panic` — the day
-//! the jail lands.
+//! A hostile *handler's* network attempts (egress's loopback port, supervise's operator
+//! listener, the egress network, DNS, raw/netlink/abstract sockets) are stopped by the pack
+//! handler jail: `hostile_pack_network_attempts_are_blocked`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -613,6 +611,18 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
         "/git/app.git/config".to_string(),
         "/git/app.git/HEAD".to_string(),
     ];
+    // Another pack's files (the jail's Landlock rules: only the handler's own pack dir), and
+    // init's process files.
+    read.extend(
+        [
+            "/usr/share/sidecars/packs/cmd.upper/handler.sh",
+            "/etc/sidecars/packs/cmd.upper/handler.sh",
+            "/proc/1/cmdline",
+            "/proc/1/status",
+            "/proc/1/environ",
+        ]
+        .map(String::from),
+    );
     for d in [
         "init",
         "egress",
@@ -635,8 +645,13 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
             "/var/lib/sidecars/packs/forged",
             "/etc/sidecars/pipelock.json",
         ],
-        "list": ["/run/supervise/queue", "/git", "/run/sidecars/credentials", "/var/lib/sidecars/packs/installed"],
+        "list": [
+            "/run/supervise/queue", "/git", "/run/sidecars/credentials",
+            "/var/lib/sidecars/packs/installed", "/etc/sidecars", "/usr/share/sidecars/packs",
+            "/var/lib/sidecars/packs/packs", "/tmp", "/dev/shm",
+        ],
         "daemon_uids": [0, 10001, 10002, 10003, 10004, 10005, 10006],
+        "pids": sidecars_processes(&s),
         "unix": ["/run/sidecars/init.sock", "/run/sidecars/spawn.sock"],
     });
     let (status, out) = s.call_from_agent("x.hostile", &input);
@@ -663,34 +678,86 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
     s.assert_healthy();
 }
 
-/// Expected failure until the pack handler jail lands (see the module doc): a handler still
-/// shares the sidecars container's network namespace.
+/// Every process of the sidecars container as `[pid, uid]`, read from outside (a jailed handler
+/// cannot list `/proc`, so the test hands it the daemons to attack).
+fn sidecars_processes(s: &Suite) -> Vec<serde_json::Value> {
+    let out = s.sidecars_as(
+        "0:0",
+        "for p in /proc/[0-9]*; do echo ${p#/proc/} $(stat -c %u $p); done",
+    );
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let (pid, uid) = l.split_once(' ')?;
+            Some(serde_json::json!([pid.parse::<u32>().ok()?, uid.parse::<u32>().ok()?]))
+        })
+        .filter(|p| p[1].as_u64().is_some_and(|u| u == 0 || (10001..=10006).contains(&u)))
+        .collect()
+}
+
+/// The jail: a handler's only way out is pipelock. Every other connection — the guards'
+/// loopback ports, the egress network (pipelock's own address there included), the host, a
+/// DNS server of the test's (which records that nothing arrived), Docker's resolver, an
+/// abstract unix socket a daemon-uid process listens on, raw, packet and netlink sockets —
+/// fails, every daemon's pid refuses a signal, and the guards stay healthy.
 #[test]
-#[should_panic(expected = "LEAKED")]
 fn hostile_pack_network_attempts_are_blocked() {
     if !require_docker() {
-        // Keep the expected-failure contract honest outside CI too.
-        panic!("LEAKED: not run (no Docker)");
+        return;
     }
     let s = Suite::up("esc-pnet");
     s.install("x.hostile");
     let egress_ip = ip_of(&s.a.sidecars(), "-egress");
+    // The test's own DNS server: a UDP socket on the host, reachable from the egress network.
+    let dns = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+    dns.set_nonblocking(true).expect("nonblocking");
+    let dns_port = dns.local_addr().expect("addr").port();
+    // An abstract unix socket in the sidecars container's network namespace.
+    let _listener = e2e::cmd("docker")
+        .args([
+            "exec", "-d", "-u", "10003:10003", &s.a.sidecars(), "python3", "-c",
+            "import socket,time; s=socket.socket(socket.AF_UNIX); s.bind('\\0e2e-guard-abstract'); s.listen(); time.sleep(120)",
+        ])
+        .run()
+        .ok("an abstract socket listener");
+    std::thread::sleep(Duration::from_millis(500));
     let input = serde_json::json!({
-        "tcp": [["127.0.0.1", 9099], ["127.0.0.1", 9101], [egress_ip, 9001], [docker0_ip(), 22]],
-        "udp_dns": [["127.0.0.11", 53]],
+        "tcp": [
+            ["127.0.0.1", 9099], ["127.0.0.1", 9101], ["127.0.0.1", 9100], ["127.0.0.1", 9418],
+            ["127.0.0.1", 8889], ["127.0.0.1", 9001],
+            [egress_ip, 8888], [egress_ip, 9099], [egress_ip, 9001],
+            [docker0_ip(), 22], [docker0_ip(), dns_port],
+        ],
+        "udp_dns": [["127.0.0.11", 53], [docker0_ip(), dns_port]],
+        "unix": ["/run/sidecars/init.sock", "/run/sidecars/spawn.sock"],
+        "abstract": ["e2e-guard-abstract"],
+        "raw": true,
+        "netlink": true,
+        "pids": sidecars_processes(&s),
     });
     let (status, out) = s.call_from_agent("x.hostile", &input);
     assert_eq!(status, 200, "the hostile pack did not run: {out}");
-    let mut a = Attempts::default();
-    for (name, verdict) in out["output"]["results"]
+    let results = out["output"]["results"]
         .as_object()
         .cloned()
-        .unwrap_or_default()
-    {
-        let v = verdict.as_str().unwrap_or("").to_string();
-        a.blocked(&name, v.starts_with("blocked"), v);
+        .unwrap_or_default();
+    let mut a = Attempts::default();
+    for (name, verdict) in &results {
+        let v = verdict.as_str().unwrap_or("");
+        a.blocked(name, v.starts_with("blocked"), v);
     }
+    let signals = results.keys().filter(|k| k.starts_with("signal ")).count();
+    a.blocked("every daemon's pid was signalled", signals >= 7, signals);
+    a.blocked(
+        "the abstract socket was tried",
+        results.contains_key("abstract unix @e2e-guard-abstract"),
+        "missing",
+    );
+    let mut buf = [0u8; 512];
+    let arrived = dns.recv_from(&mut buf).is_ok();
+    a.blocked("the test's DNS server heard nothing", !arrived, "a query arrived");
     a.finish("a hostile pack reached the network");
+    s.assert_healthy();
 }
 
 // ---- resource bounds --------------------------------------------------------------------------

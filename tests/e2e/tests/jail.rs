@@ -68,3 +68,283 @@ fn the_sidecars_profile_is_dockers_default_plus_the_jails_unshare() {
     // jail's; the jail's own flags are checked by the bundle's tests.
     assert_eq!(default[&unshare], libc::EPERM as i64);
 }
+
+/// A host server on 0.0.0.0:<ephemeral> answering every GET with "hello from the world", over
+/// TLS with `cert`/`key` when given.
+fn world(port: u16, tls: Option<(&std::path::Path, &std::path::Path)>) -> (e2e::HostServer, u16) {
+    use std::io::BufRead;
+    let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello from the world"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H)
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script]).arg(port.to_string());
+    if let Some((cert, key)) = tls {
+        cmd.arg(cert).arg(key);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 world");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let port = line.trim().parse().expect("port");
+    (e2e::HostServer(child), port)
+}
+
+/// A server certificate for `ip`, signed by the bottle's own CA (found in the control plane's
+/// state): what a handler trusting the bottle's CA bundle accepts, as it accepts egress's
+/// intercepted certificates.
+fn cert_signed_by_the_bottle_ca(b: &e2e::Bottle, ip: &str, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let find = |name: &str, parent: &str| {
+        walk(b.state.path())
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name) && p.parent().is_some_and(|d| d.ends_with(parent)))
+            .unwrap_or_else(|| panic!("no {parent}/{name} in the control plane's state"))
+    };
+    let ca_key = find("ca.key", "secrets");
+    let ca_crt = find("ca.crt", "ca");
+    let key = dir.join("world.key");
+    let csr = dir.join("world.csr");
+    let crt = dir.join("world.crt");
+    let ext = dir.join("ext.cnf");
+    std::fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).expect("ext");
+    let openssl = |args: &[&str]| e2e::run("openssl", args).ok("openssl");
+    openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=world", "-keyout", &key.display().to_string(), "-out", &csr.display().to_string()]);
+    openssl(&["x509", "-req", "-in", &csr.display().to_string(), "-CA", &ca_crt.display().to_string(), "-CAkey", &ca_key.display().to_string(), "-CAcreateserial", "-days", "2", "-extfile", &ext.display().to_string(), "-out", &crt.display().to_string()]);
+    (crt, key)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A legitimate handler: curl and Python's urllib, through nothing but the proxy variables
+/// its jail sets, reach an allowlisted HTTP and HTTPS world through pipelock (HTTPS trusted
+/// through the bottle's CA bundle); a host off the allowlist gets pipelock's 403; a request
+/// carrying a bottle credential is refused by DLP — and pipelock's log names the pack.
+#[test]
+fn a_pack_reaches_the_world_through_pipelock_under_the_bottles_policy() {
+    if !require_docker() {
+        return;
+    }
+    let host = e2e::docker0_ip();
+    let world_dir = tempfile::tempdir().expect("tempdir");
+    let secret = "e2e-jail-secret-6d2a9c41f7";
+    let cred = e2e::root_credential(world_dir.path(), "token", secret);
+    let (_http, http_port) = world(0, None);
+    // The HTTPS world's certificate needs the bottle's CA: start it after `up`.
+    let https_port = {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let manifest = format!(
+        r#"
+slug = "{{slug}}"
+daemons = ["egress", "pipelock", "pack-exec"]
+allow_cidrs = ["{host}/32"]
+
+[[allowlist]]
+host = "{host}"
+ports = [{http_port}, {https_port}]
+
+[credentials.TOKEN]
+file = "{cred}"
+
+[agent]
+image = "sidecar-bundle/agent-test:dev"
+command = ["sleep", "infinity"]
+"#,
+        cred = cred.display()
+    );
+    let b = e2e::Bottle::up("jail-net", &manifest);
+    e2e::wait_until("bottle healthy", std::time::Duration::from_secs(60), || {
+        b.inspect(&b.sidecars(), "{{.State.Health.Status}}") == "healthy"
+    });
+    let (crt, key) = cert_signed_by_the_bottle_ca(&b, &host, world_dir.path());
+    // The port picked above (free again: its probe listener is gone).
+    let (_https, https_actual) = world(https_port, Some((&crt, &key)));
+    let pack = workspace_root().join("tests/e2e/packs/x.fetch");
+    b.cp(&["packs", "install", &b.slug, &pack.display().to_string(), "--allow-unsigned"])
+        .ok("install x.fetch");
+    let http_url = format!("http://{host}:{http_port}/hello");
+    let https_url = format!("https://{host}:{https_actual}/hello");
+    let denied_url = "http://not-on-the-allowlist.test/".to_string();
+    let leak_url = format!("http://{host}:{http_port}/upload?t={secret}");
+    let input = serde_json::json!({"urls": [http_url, https_url, denied_url, leak_url]});
+    let script = format!(
+        "curl -s --max-time 120 --data-binary @- \"$PACK_EXEC_URL/v1/packs/x.fetch\" <<'EOF'\n{input}\nEOF"
+    );
+    let out = b.exec(&b.agent(), &["bash", "-c", &script]);
+    let body: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("pack-exec answered {e}: {out:?}"));
+    let r = &body["output"];
+    for client in ["curl", "urllib"] {
+        for url in [&http_url, &https_url] {
+            let got = &r[format!("{client} {url}")];
+            assert_eq!(got["status"], 200, "{client} {url}: {got}");
+            assert_eq!(got["body"], "hello from the world", "{client} {url}: {got}");
+        }
+        let denied = &r[format!("{client} {denied_url}")];
+        assert_eq!(denied["status"], 403, "{client} off the allowlist: {denied}");
+        let leak = &r[format!("{client} {leak_url}")];
+        assert_eq!(leak["status"], 403, "{client} with a credential in the URL: {leak}");
+    }
+    // pipelock's log: the pack's traffic, named; the DLP denial, named; never the secret.
+    let logs = e2e::run("docker", &["logs", &b.sidecars()]);
+    let all = format!("{}{}", logs.stdout, logs.stderr);
+    let pipelock: Vec<&str> = all.lines().filter(|l| l.contains("pipelock")).collect();
+    assert!(
+        pipelock.iter().any(|l| l.contains("pack=x.fetch") && l.contains("allowed")),
+        "pipelock logs the pack's allowed requests with its name:\n{}",
+        pipelock.join("\n")
+    );
+    assert!(
+        pipelock.iter().any(|l| l.contains("pack=x.fetch") && l.contains("denied") && l.contains("configured-secret")),
+        "pipelock logs the DLP denial with the pack's name:\n{}",
+        pipelock.join("\n")
+    );
+    assert!(!all.contains(secret), "a log line holds the credential");
+}
+
+/// The sidecars image with only pack-exec, run by hand under Docker's *default* seccomp
+/// profile (which refuses `unshare`): the jail cannot be had. Returns the container's name.
+fn sidecars_under_the_default_profile(tag: &str, unsafe_unjailed: bool) -> e2e::WorldContainer {
+    let manifest = format!(
+        "slug = \"jail-{tag}\"\ndaemons = [\"pack-exec\"]\nunsafe_allow_unjailed_packs = {unsafe_unjailed}\n[agent]\nimage = \"x\"\n"
+    );
+    let m = bottle_compose::Manifest::parse(&manifest, Some("m.toml")).expect("manifest");
+    let bundle = bottle_compose::render(&m, &Default::default()).expect("render");
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-jail-")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    let mut args = vec![
+        "run".to_string(),
+        "-d".into(),
+        "--name".into(),
+        format!("e2e-jail-{tag}-{}", std::process::id()),
+        "--cap-drop".into(),
+        "ALL".into(),
+    ];
+    for cap in bottle_spec::INIT_CAPABILITIES {
+        args.extend(["--cap-add".to_string(), cap.to_string()]);
+    }
+    args.extend(["--security-opt".into(), "no-new-privileges:true".into()]);
+    for f in &bundle.files {
+        let path = dir.join(f.path.replace('/', "_"));
+        std::fs::write(&path, &f.contents).expect("config");
+        args.extend(["-v".into(), format!("{}:{}:ro", path.display(), f.target)]);
+    }
+    let token = e2e::root_credential(&dir, "token", "e2e-operator-token-0123456789abcdef");
+    args.extend([
+        "-v".into(),
+        format!("{}:{}:ro", token.display(), bottle_compose::configs::OPERATOR_TOKEN_MOUNT),
+        "-v".into(),
+        format!("{}:{}:ro", workspace_root().join("packs").display(), bottle_spec::BOTTLE_PACKS_DIR),
+        "sidecar-bundle/sidecars:dev".into(),
+    ]);
+    let name = args[3].clone();
+    let _ = cmd("docker").args(["rm", "-f", &name]).run();
+    cmd("docker").args(&args).run().ok("start the sidecars image");
+    let guard = e2e::WorldContainer(name.clone());
+    e2e::wait_until("pack-exec up", std::time::Duration::from_secs(30), || {
+        cmd("docker")
+            .args(["exec", &name, "curl", "-sf", "http://127.0.0.1:9000/health"])
+            .run()
+            .code
+            == 0
+    });
+    guard
+}
+
+fn call_upper(container: &str) -> (u16, serde_json::Value) {
+    let out = cmd("docker")
+        .args([
+            "exec", container, "curl", "-s", "-o", "/tmp/out.json", "-w", "%{http_code}",
+            "--data-binary", "{\"text\": \"jail\"}", "http://127.0.0.1:9000/v1/packs/cmd.upper",
+        ])
+        .run();
+    let body = cmd("docker").args(["exec", container, "cat", "/tmp/out.json"]).run();
+    (
+        out.stdout.trim().parse().unwrap_or(0),
+        serde_json::from_str(body.stdout.trim()).unwrap_or_default(),
+    )
+}
+
+/// Fail closed: without the profile's `unshare`, every call is refused with
+/// `sandbox_unavailable` naming what is missing, and `sidecar-init health` fails saying so.
+#[test]
+fn without_the_bundles_profile_the_jail_fails_closed() {
+    if !require_docker() {
+        return;
+    }
+    let c = sidecars_under_the_default_profile("closed", false);
+    let (status, body) = call_upper(&c.0);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "sandbox_unavailable", "{body}");
+    let message = body["message"].as_str().unwrap_or("");
+    assert!(message.contains("unshare"), "the refusal names what is missing: {message}");
+    let health = cmd("docker").args(["exec", &c.0, "/sidecar-init", "health"]).run();
+    assert_ne!(health.code, 0, "health must fail while calls are refused: {health:?}");
+    assert!(
+        health.stdout.contains("handler-jail: FAIL (unavailable"),
+        "{}",
+        health.stdout
+    );
+    let status = cmd("docker").args(["exec", &c.0, "/sidecar-init", "status"]).run();
+    assert!(status.stdout.contains("handler-jail: unavailable"), "{}", status.stdout);
+}
+
+/// The operator's unsafe opt-out: calls run unjailed, health says UNSAFE, and init warns on
+/// every call.
+#[test]
+fn the_unsafe_opt_out_runs_unjailed_and_warns_on_every_call() {
+    if !require_docker() {
+        return;
+    }
+    let c = sidecars_under_the_default_profile("unsafe", true);
+    for _ in 0..2 {
+        let (status, body) = call_upper(&c.0);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["output"]["text"], "JAIL", "{body}");
+    }
+    let health = cmd("docker").args(["exec", &c.0, "/sidecar-init", "health"]).run();
+    assert_eq!(health.code, 0, "{health:?}");
+    assert!(health.stdout.contains("handler-jail: ok (UNSAFE"), "{}", health.stdout);
+    let logs = cmd("docker").args(["logs", &c.0]).run();
+    let all = format!("{}{}", logs.stdout, logs.stderr);
+    let warnings = all
+        .lines()
+        .filter(|l| l.contains("UNSAFE: running the handler unjailed") && l.contains("cmd.upper"))
+        .count();
+    assert_eq!(warnings, 2, "one warning per call:\n{all}");
+}

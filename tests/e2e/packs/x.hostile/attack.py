@@ -1,7 +1,8 @@
 """A hostile pack handler: tries every way out of its room and reports each attempt.
 
 Input (JSON on stdin): {"read": [paths], "write": [paths], "list": [dirs],
-"daemon_uids": [uids], "tcp": [[host, port]], "udp_dns": [[host, port]], "unix": [paths]}.
+"daemon_uids": [uids], "pids": [[pid, uid]], "tcp": [[host, port]], "udp_dns": [[host, port]],
+"unix": [paths], "abstract": [names], "raw": bool, "netlink": bool}.
 Output: {"results": {attempt: "blocked: <why>" | "LEAKED: <what>"}, "uid": <uid>}.
 Never raises: every attempt is recorded, so the test sees them all at once.
 """
@@ -49,15 +50,20 @@ for d in req.get("list", []):
 # Every process of another room: signal it (0 = permission check only), read its environ and
 # its memory (ptrace access).
 uids = set(req.get("daemon_uids", []))
-for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
-    try:
-        with open("/proc/%s/status" % pid) as f:
-            status = f.read()
-        uid = int([l for l in status.splitlines() if l.startswith("Uid:")][0].split()[1])
-    except Exception:  # noqa: BLE001 - the process is gone
-        continue
-    if uid not in uids and pid != "1":
-        continue
+targets = [(str(p), u) for p, u in req.get("pids", [])]
+try:
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open("/proc/%s/status" % pid) as f:
+                status = f.read()
+            uid = int([l for l in status.splitlines() if l.startswith("Uid:")][0].split()[1])
+        except Exception:  # noqa: BLE001 - the process is gone
+            continue
+        if (uid in uids or pid == "1") and (pid, uid) not in targets:
+            targets.append((pid, uid))
+except Exception as e:  # noqa: BLE001 - the process table itself is hidden
+    results["list /proc"] = "blocked: " + type(e).__name__ + " " + str(e)[:60]
+for pid, uid in targets:
     name = "pid %s uid %d" % (pid, uid)
     attempt("signal " + name, lambda pid=pid: os.kill(int(pid), 0) or "signal allowed")
     attempt("environ " + name, lambda pid=pid: read("/proc/%s/environ" % pid))
@@ -97,5 +103,26 @@ for host, port in req.get("udp_dns", []):
     attempt("udp-dns %s:%d" % (host, port), lambda h=host, p=port: udp_dns(h, p))
 for p in req.get("unix", []):
     attempt("unix " + p, lambda p=p: unix(p))
+
+
+def abstract(name):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect("\0" + name)
+    s.close()
+    return "connected"
+
+
+for n in req.get("abstract", []):
+    attempt("abstract unix @" + n, lambda n=n: abstract(n))
+if req.get("raw"):
+    attempt("raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) and "opened")
+    attempt("packet socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW) and "opened")
+if req.get("netlink"):
+    def netlink():
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        s.bind((0, 0))
+        return "opened"
+    attempt("netlink socket", netlink)
 
 print(json.dumps({"uid": os.getuid(), "results": results}))
