@@ -32,6 +32,7 @@ use crate::config::HandlersConfig;
 use crate::jail::{Jail, JailState};
 use crate::reaper::ExitStatus;
 use crate::spawn::{kill_raw, spawn_handler, HandlerSpec, Step};
+use bottle_spec::JailMode;
 
 /// Pids whose exit a handler task is waiting for.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +80,13 @@ pub fn bind(config: &HandlersConfig) -> std::io::Result<UnixListener> {
 /// end to end by a child that runs every step and execs a path that does not exist (so the
 /// answer must be that exec's ENOENT).
 pub fn prepare_jail(config: &HandlersConfig) -> (Option<Arc<Jail>>, JailState) {
+    if config.jail == JailMode::UnsafeOff {
+        tracing::warn!("UNSAFE: the pack handler jail is off (handlers.jail = unsafe-off)");
+        return (
+            None,
+            JailState::Unjailed("handlers.jail is unsafe-off".into()),
+        );
+    }
     let verdict =
         Jail::prepare(&config.pack_roots).and_then(|jail| probe(&jail, config).map(|()| jail));
     match verdict {
@@ -88,8 +96,8 @@ pub fn prepare_jail(config: &HandlersConfig) -> (Option<Arc<Jail>>, JailState) {
             };
             (Some(Arc::new(jail)), state)
         }
-        Err(why) if config.unsafe_allow_unjailed => {
-            tracing::warn!("UNSAFE: the pack handler jail is unavailable ({why}); handlers will run unjailed because unsafe_allow_unjailed is set");
+        Err(why) if config.jail == JailMode::UnsafeFallback => {
+            tracing::warn!("UNSAFE: the pack handler jail is unavailable ({why}); handlers will run unjailed (handlers.jail = unsafe-fallback)");
             (None, JailState::Unjailed(why))
         }
         Err(why) => {
@@ -223,7 +231,7 @@ async fn call(
             Some(j.clone())
         }
         (None, JailState::Unjailed(why)) => {
-            tracing::warn!(pack = %request.pack, call = %request.call_id, "UNSAFE: running the handler unjailed (unsafe_allow_unjailed; the jail is unavailable: {why})");
+            tracing::warn!(pack = %request.pack, call = %request.call_id, "UNSAFE: running the handler unjailed: {why}");
             None
         }
         (None, state) => {

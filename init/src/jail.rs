@@ -71,7 +71,8 @@ pub enum JailState {
     },
     /// The kernel or runtime cannot give the jail: calls are refused.
     Unavailable(String),
-    /// The jail cannot be had and the operator opted out: handlers run unjailed.
+    /// The operator opted out (`unsafe-fallback` where the jail cannot be had, or
+    /// `unsafe-off`): handlers run unjailed.
     Unjailed(String),
 }
 
@@ -88,7 +89,7 @@ impl JailState {
             JailState::Unavailable(why) => (false, format!("unavailable, calls refused: {why}")),
             JailState::Unjailed(why) => (
                 true,
-                format!("UNSAFE: handlers run unjailed (unsafe_allow_unjailed): {why}"),
+                format!("UNSAFE: handlers run unjailed: {why}"),
             ),
         }
     }

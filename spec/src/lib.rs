@@ -448,11 +448,23 @@ pub struct HandlersConfig {
     /// Directories a pack may live in (a request's `pack_dir` must be one of their children).
     #[serde(default = "default_pack_roots")]
     pub pack_roots: Vec<std::path::PathBuf>,
-    /// Run handlers without the jail (no network namespace, Landlock or seccomp filter) when
-    /// the kernel or runtime cannot give it, instead of refusing every call. Unsafe: a
-    /// handler then shares the guards' network and files; init warns on every call.
+    /// Whether handlers must be jailed (see [`JailMode`]).
     #[serde(default)]
-    pub unsafe_allow_unjailed: bool,
+    pub jail: JailMode,
+}
+
+/// Whether pack handlers are jailed (user + network namespace, Landlock, seccomp).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JailMode {
+    /// Jailed, or refused (`sandbox_unavailable`) where the kernel or runtime cannot jail.
+    #[default]
+    Required,
+    /// UNSAFE: jailed where possible, otherwise run unjailed (a handler then shares the
+    /// guards' network and files); a warning on every unjailed call.
+    UnsafeFallback,
+    /// UNSAFE: never jailed (for measuring the jail's cost); a warning on every call.
+    UnsafeOff,
 }
 
 fn default_pack_roots() -> Vec<std::path::PathBuf> {
@@ -592,7 +604,7 @@ impl HandlersConfig {
             ))),
             env: Default::default(),
             pack_roots: default_pack_roots(),
-            unsafe_allow_unjailed: false,
+            jail: JailMode::Required,
         }
     }
 }

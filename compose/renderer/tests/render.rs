@@ -748,7 +748,7 @@ fn handlers_come_with_pack_exec_and_take_the_manifests_limits() {
             "proxy": null,
             "env": {},
             "pack_roots": bottle_spec::PACK_ROOTS,
-            "unsafe_allow_unjailed": false
+            "jail": "required"
         })
     );
     // With pipelock and egress: the relay to pipelock's pack listener, the bottle's CA bundle,
@@ -764,7 +764,7 @@ fn handlers_come_with_pack_exec_and_take_the_manifests_limits() {
         h["env"]["NODE_EXTRA_CA_CERTS"],
         bottle_spec::HANDLER_CA_BUNDLE
     );
-    assert_eq!(h["unsafe_allow_unjailed"], true);
+    assert_eq!(h["jail"], "unsafe-fallback");
     let p = config(&b, "pipelock");
     assert_eq!(p["pack_listen"], "127.0.0.1:8889");
     assert_eq!(

@@ -689,9 +689,15 @@ fn sidecars_processes(s: &Suite) -> Vec<serde_json::Value> {
         .lines()
         .filter_map(|l| {
             let (pid, uid) = l.split_once(' ')?;
-            Some(serde_json::json!([pid.parse::<u32>().ok()?, uid.parse::<u32>().ok()?]))
+            Some(serde_json::json!([
+                pid.parse::<u32>().ok()?,
+                uid.parse::<u32>().ok()?
+            ]))
         })
-        .filter(|p| p[1].as_u64().is_some_and(|u| u == 0 || (10001..=10006).contains(&u)))
+        .filter(|p| {
+            p[1].as_u64()
+                .is_some_and(|u| u == 0 || (10001..=10006).contains(&u))
+        })
         .collect()
 }
 
@@ -755,7 +761,11 @@ fn hostile_pack_network_attempts_are_blocked() {
     );
     let mut buf = [0u8; 512];
     let arrived = dns.recv_from(&mut buf).is_ok();
-    a.blocked("the test's DNS server heard nothing", !arrived, "a query arrived");
+    a.blocked(
+        "the test's DNS server heard nothing",
+        !arrived,
+        "a query arrived",
+    );
     a.finish("a hostile pack reached the network");
     s.assert_healthy();
 }

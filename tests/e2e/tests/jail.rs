@@ -113,11 +113,18 @@ s.serve_forever()
 /// A server certificate for `ip`, signed by the bottle's own CA (found in the control plane's
 /// state): what a handler trusting the bottle's CA bundle accepts, as it accepts egress's
 /// intercepted certificates.
-fn cert_signed_by_the_bottle_ca(b: &e2e::Bottle, ip: &str, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+fn cert_signed_by_the_bottle_ca(
+    b: &e2e::Bottle,
+    ip: &str,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let find = |name: &str, parent: &str| {
         walk(b.state.path())
             .into_iter()
-            .find(|p| p.file_name().is_some_and(|n| n == name) && p.parent().is_some_and(|d| d.ends_with(parent)))
+            .find(|p| {
+                p.file_name().is_some_and(|n| n == name)
+                    && p.parent().is_some_and(|d| d.ends_with(parent))
+            })
             .unwrap_or_else(|| panic!("no {parent}/{name} in the control plane's state"))
     };
     let ca_key = find("ca.key", "secrets");
@@ -128,8 +135,36 @@ fn cert_signed_by_the_bottle_ca(b: &e2e::Bottle, ip: &str, dir: &std::path::Path
     let ext = dir.join("ext.cnf");
     std::fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).expect("ext");
     let openssl = |args: &[&str]| e2e::run("openssl", args).ok("openssl");
-    openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=world", "-keyout", &key.display().to_string(), "-out", &csr.display().to_string()]);
-    openssl(&["x509", "-req", "-in", &csr.display().to_string(), "-CA", &ca_crt.display().to_string(), "-CAkey", &ca_key.display().to_string(), "-CAcreateserial", "-days", "2", "-extfile", &ext.display().to_string(), "-out", &crt.display().to_string()]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=world",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &csr.display().to_string(),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr.display().to_string(),
+        "-CA",
+        &ca_crt.display().to_string(),
+        "-CAkey",
+        &ca_key.display().to_string(),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext.display().to_string(),
+        "-out",
+        &crt.display().to_string(),
+    ]);
     (crt, key)
 }
 
@@ -192,8 +227,14 @@ command = ["sleep", "infinity"]
     // The port picked above (free again: its probe listener is gone).
     let (_https, https_actual) = world(https_port, Some((&crt, &key)));
     let pack = workspace_root().join("tests/e2e/packs/x.fetch");
-    b.cp(&["packs", "install", &b.slug, &pack.display().to_string(), "--allow-unsigned"])
-        .ok("install x.fetch");
+    b.cp(&[
+        "packs",
+        "install",
+        &b.slug,
+        &pack.display().to_string(),
+        "--allow-unsigned",
+    ])
+    .ok("install x.fetch");
     let http_url = format!("http://{host}:{http_port}/hello");
     let https_url = format!("https://{host}:{https_actual}/hello");
     let denied_url = "http://not-on-the-allowlist.test/".to_string();
@@ -213,21 +254,31 @@ command = ["sleep", "infinity"]
             assert_eq!(got["body"], "hello from the world", "{client} {url}: {got}");
         }
         let denied = &r[format!("{client} {denied_url}")];
-        assert_eq!(denied["status"], 403, "{client} off the allowlist: {denied}");
+        assert_eq!(
+            denied["status"], 403,
+            "{client} off the allowlist: {denied}"
+        );
         let leak = &r[format!("{client} {leak_url}")];
-        assert_eq!(leak["status"], 403, "{client} with a credential in the URL: {leak}");
+        assert_eq!(
+            leak["status"], 403,
+            "{client} with a credential in the URL: {leak}"
+        );
     }
     // pipelock's log: the pack's traffic, named; the DLP denial, named; never the secret.
     let logs = e2e::run("docker", &["logs", &b.sidecars()]);
     let all = format!("{}{}", logs.stdout, logs.stderr);
     let pipelock: Vec<&str> = all.lines().filter(|l| l.contains("pipelock")).collect();
     assert!(
-        pipelock.iter().any(|l| l.contains("pack=x.fetch") && l.contains("allowed")),
+        pipelock
+            .iter()
+            .any(|l| l.contains("pack=x.fetch") && l.contains("allowed")),
         "pipelock logs the pack's allowed requests with its name:\n{}",
         pipelock.join("\n")
     );
     assert!(
-        pipelock.iter().any(|l| l.contains("pack=x.fetch") && l.contains("denied") && l.contains("configured-secret")),
+        pipelock.iter().any(|l| l.contains("pack=x.fetch")
+            && l.contains("denied")
+            && l.contains("configured-secret")),
         "pipelock logs the DLP denial with the pack's name:\n{}",
         pipelock.join("\n")
     );
@@ -267,14 +318,25 @@ fn sidecars_under_the_default_profile(tag: &str, unsafe_unjailed: bool) -> e2e::
     let token = e2e::root_credential(&dir, "token", "e2e-operator-token-0123456789abcdef");
     args.extend([
         "-v".into(),
-        format!("{}:{}:ro", token.display(), bottle_compose::configs::OPERATOR_TOKEN_MOUNT),
+        format!(
+            "{}:{}:ro",
+            token.display(),
+            bottle_compose::configs::OPERATOR_TOKEN_MOUNT
+        ),
         "-v".into(),
-        format!("{}:{}:ro", workspace_root().join("packs").display(), bottle_spec::BOTTLE_PACKS_DIR),
+        format!(
+            "{}:{}:ro",
+            workspace_root().join("packs").display(),
+            bottle_spec::BOTTLE_PACKS_DIR
+        ),
         "sidecar-bundle/sidecars:dev".into(),
     ]);
     let name = args[3].clone();
     let _ = cmd("docker").args(["rm", "-f", &name]).run();
-    cmd("docker").args(&args).run().ok("start the sidecars image");
+    cmd("docker")
+        .args(&args)
+        .run()
+        .ok("start the sidecars image");
     let guard = e2e::WorldContainer(name.clone());
     e2e::wait_until("pack-exec up", std::time::Duration::from_secs(30), || {
         cmd("docker")
@@ -289,11 +351,22 @@ fn sidecars_under_the_default_profile(tag: &str, unsafe_unjailed: bool) -> e2e::
 fn call_upper(container: &str) -> (u16, serde_json::Value) {
     let out = cmd("docker")
         .args([
-            "exec", container, "curl", "-s", "-o", "/tmp/out.json", "-w", "%{http_code}",
-            "--data-binary", "{\"text\": \"jail\"}", "http://127.0.0.1:9000/v1/packs/cmd.upper",
+            "exec",
+            container,
+            "curl",
+            "-s",
+            "-o",
+            "/tmp/out.json",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+            "{\"text\": \"jail\"}",
+            "http://127.0.0.1:9000/v1/packs/cmd.upper",
         ])
         .run();
-    let body = cmd("docker").args(["exec", container, "cat", "/tmp/out.json"]).run();
+    let body = cmd("docker")
+        .args(["exec", container, "cat", "/tmp/out.json"])
+        .run();
     (
         out.stdout.trim().parse().unwrap_or(0),
         serde_json::from_str(body.stdout.trim()).unwrap_or_default(),
@@ -312,16 +385,30 @@ fn without_the_bundles_profile_the_jail_fails_closed() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "sandbox_unavailable", "{body}");
     let message = body["message"].as_str().unwrap_or("");
-    assert!(message.contains("unshare"), "the refusal names what is missing: {message}");
-    let health = cmd("docker").args(["exec", &c.0, "/sidecar-init", "health"]).run();
-    assert_ne!(health.code, 0, "health must fail while calls are refused: {health:?}");
+    assert!(
+        message.contains("unshare"),
+        "the refusal names what is missing: {message}"
+    );
+    let health = cmd("docker")
+        .args(["exec", &c.0, "/sidecar-init", "health"])
+        .run();
+    assert_ne!(
+        health.code, 0,
+        "health must fail while calls are refused: {health:?}"
+    );
     assert!(
         health.stdout.contains("handler-jail: FAIL (unavailable"),
         "{}",
         health.stdout
     );
-    let status = cmd("docker").args(["exec", &c.0, "/sidecar-init", "status"]).run();
-    assert!(status.stdout.contains("handler-jail: unavailable"), "{}", status.stdout);
+    let status = cmd("docker")
+        .args(["exec", &c.0, "/sidecar-init", "status"])
+        .run();
+    assert!(
+        status.stdout.contains("handler-jail: unavailable"),
+        "{}",
+        status.stdout
+    );
 }
 
 /// The operator's unsafe opt-out: calls run unjailed, health says UNSAFE, and init warns on
@@ -337,9 +424,15 @@ fn the_unsafe_opt_out_runs_unjailed_and_warns_on_every_call() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["output"]["text"], "JAIL", "{body}");
     }
-    let health = cmd("docker").args(["exec", &c.0, "/sidecar-init", "health"]).run();
+    let health = cmd("docker")
+        .args(["exec", &c.0, "/sidecar-init", "health"])
+        .run();
     assert_eq!(health.code, 0, "{health:?}");
-    assert!(health.stdout.contains("handler-jail: ok (UNSAFE"), "{}", health.stdout);
+    assert!(
+        health.stdout.contains("handler-jail: ok (UNSAFE"),
+        "{}",
+        health.stdout
+    );
     let logs = cmd("docker").args(["logs", &c.0]).run();
     let all = format!("{}{}", logs.stdout, logs.stderr);
     let warnings = all

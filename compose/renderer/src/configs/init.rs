@@ -232,7 +232,9 @@ pub fn render(m: &Manifest) -> InitConfig {
                     .insert(var.to_string(), bottle_spec::HANDLER_CA_BUNDLE.to_string());
             }
         }
-        h.unsafe_allow_unjailed = m.unsafe_allow_unjailed_packs;
+        if m.unsafe_allow_unjailed_packs {
+            h.jail = bottle_spec::JailMode::UnsafeFallback;
+        }
         h
     });
     for entry in config.daemons.iter_mut() {
