@@ -32,6 +32,7 @@ server=""; bundle=""
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null
   [ -n "$bundle" ] && kill "$bundle" 2>/dev/null
+  [ -n "$ubundle" ] && kill "$ubundle" 2>/dev/null
   wait 2>/dev/null || true; chown -R 0:0 "$work" 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
@@ -56,32 +57,43 @@ curl -fsS "http://127.0.0.1:$port/health" >/dev/null
 curl -fsS -X POST -d "$input" "http://127.0.0.1:$port/v1/packs/cmd.upper" >/dev/null
 
 # The bundle's way (root only): pack-exec under sidecar-init as its own uid 10005, every handler
-# started by init's spawn service under a per-call uid, with the per-call limits and cleanup.
-bport=""
-if [ "$(id -u)" = 0 ]; then
-  bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$work/bstate" "$work/btmp"; chown 10005:10005 "$work/bstate"; chmod 1777 "$work/btmp"
-  cat > "$work/bundle-pack-exec.json" <<JSON
-{"listen": "127.0.0.1:$bport", "state_dir": "$work/bstate", "packs_dir": "$work/packs",
- "spawner": "$work/spawn.sock", "concurrency": 32}
+# started by init's spawn service under a per-call uid, with the per-call limits and cleanup —
+# twice: jailed (the bundle's default: user + network namespace, Landlock, seccomp per call) and
+# unjailed (`handlers.jail = "unsafe-off"`), so the jail's own cost is measured in the same run.
+bport=""; uport=""; ubundle=""
+start_bundle() { # name jail-mode first-uid -> prints the port
+  local name=$1 mode=$2 first=$3 p
+  p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/$name/state" "$work/$name/tmp"; chown 10005:10005 "$work/$name/state"; chmod 1777 "$work/$name/tmp"
+  cat > "$work/$name/pack-exec.json" <<JSON
+{"listen": "127.0.0.1:$p", "state_dir": "$work/$name/state", "packs_dir": "$work/packs",
+ "spawner": "$work/$name/spawn.sock", "concurrency": 32}
 JSON
-  cat > "$work/init.json" <<JSON
-{"socket": "$work/init.sock", "credentials_root": "$work/creds",
- "handlers": {"socket": "$work/spawn.sock", "client_uid": 10005, "first_uid": 10100,
-              "last_uid": 10163, "tmp_dir": "$work/btmp"},
+  cat > "$work/$name/init.json" <<JSON
+{"socket": "$work/$name/init.sock", "credentials_root": "$work/$name/creds",
+ "handlers": {"socket": "$work/$name/spawn.sock", "client_uid": 10005, "first_uid": $first,
+              "last_uid": $(( first + 31 )), "tmp_dir": "$work/$name/tmp",
+              "pack_roots": ["$work/packs"], "jail": "$mode"},
  "daemons": [{"name": "pack-exec", "user": "10005:10005",
-              "argv": ["$bin", "pack-exec", "--config", "$work/bundle-pack-exec.json"],
-              "ready": {"http": "$bport/health"}}]}
+              "argv": ["$bin", "pack-exec", "--config", "$work/$name/pack-exec.json"],
+              "ready": {"http": "$p/health"}}]}
 JSON
   # PID 1 of its own PID namespace, as in the sidecars container (init's cleanup scans /proc
   # for the call's uid: the container's /proc, not the host's).
-  unshare --pid --fork --kill-child --mount-proc "$init" --config "$work/init.json" >"$work/bundle.log" 2>&1 &
-  bundle=$!
-  for _ in $(seq 1 200); do
-    curl -fsS "http://127.0.0.1:$bport/health" >/dev/null 2>&1 && break
-    sleep 0.05
+  unshare --pid --fork --kill-child --mount-proc "$init" --config "$work/$name/init.json" >"$work/$name/init.log" 2>&1 &
+  echo "$p $!"
+}
+if [ "$(id -u)" = 0 ]; then
+  read -r bport bundle < <(start_bundle jailed required 10100)
+  read -r uport ubundle < <(start_bundle unjailed unsafe-off 10132)
+  for p in "$bport" "$uport"; do
+    for _ in $(seq 1 200); do
+      curl -fsS "http://127.0.0.1:$p/health" >/dev/null 2>&1 && break
+      sleep 0.05
+    done
+    curl -fsS -X POST -d "$input" "http://127.0.0.1:$p/v1/packs/cmd.upper" >/dev/null
   done
-  curl -fsS -X POST -d "$input" "http://127.0.0.1:$bport/v1/packs/cmd.upper" >/dev/null
+  grep -q 'handler jail ready' "$work/jailed/init.log" || { echo "bench/pack-exec: the jailed bundle has no jail:" >&2; cat "$work/jailed/init.log" >&2; exit 1; }
 fi
 
 wrk_run() { # pack connections seconds [port] -> "p50_us=.. p99_us=.. rps=.. requests=.. errors=.."
@@ -105,11 +117,11 @@ rows=()
 for pack in bench.cat cmd.upper; do
   if [ "$pack" = bench.cat ]; then handler=(cat); label='`cat`'
   else handler=(bash "$work/packs/cmd.upper/handler.sh"); label='`cmd.upper` (bash + jq)'; fi
-  f1=(); f8=(); w1=(); w8=(); b1=(); b8=()
+  f1=(); f8=(); w1=(); w8=(); b1=(); b8=(); u1=(); u8=()
   # Warm-up for both sides (page cache, the VM's adaptive halt-polling): 2 s each, discarded.
   "$floor" 200 1 "$input" "${handler[@]}" >/dev/null
   wrk_run "$pack" 1 2 >/dev/null
-  [ -n "$bport" ] && wrk_run "$pack" 1 2 "$bport" >/dev/null
+  [ -n "$bport" ] && wrk_run "$pack" 1 2 "$bport" >/dev/null && wrk_run "$pack" 1 2 "$uport" >/dev/null
   for r in $(seq 1 "$rounds"); do
     f1+=("$("$floor" "$per_round" 1 "$input" "${handler[@]}")")
     w1+=("$(wrk_run "$pack" 1 "$secs")")
@@ -117,21 +129,24 @@ for pack in bench.cat cmd.upper; do
     w8+=("$(wrk_run "$pack" 8 "$secs")")
     if [ -n "$bport" ]; then
       b1+=("$(wrk_run "$pack" 1 "$secs" "$bport")")
+      u1+=("$(wrk_run "$pack" 1 "$secs" "$uport")")
       b8+=("$(wrk_run "$pack" 8 "$secs" "$bport")")
+      u8+=("$(wrk_run "$pack" 8 "$secs" "$uport")")
     else
-      b1+=("${w1[-1]}"); b8+=("${w8[-1]}")
+      b1+=("${w1[-1]}"); b8+=("${w8[-1]}"); u1+=("${w1[-1]}"); u8+=("${w8[-1]}")
     fi
-    echo "bench/pack-exec: $pack round $r: floor ${f1[-1]} | pack-exec ${w1[-1]} | bundle ${b1[-1]} | floor x8 ${f8[-1]} | pack-exec x8 ${w8[-1]} | bundle x8 ${b8[-1]}" >&2
+    echo "bench/pack-exec: $pack round $r: floor ${f1[-1]} | pack-exec ${w1[-1]} | bundle ${b1[-1]} | unjailed ${u1[-1]} | floor x8 ${f8[-1]} | pack-exec x8 ${w8[-1]} | bundle x8 ${b8[-1]} | unjailed x8 ${u8[-1]}" >&2
   done
   rows+=("$(python3 - "$label" "$(IFS=';'; echo "${f1[*]}")" "$(IFS=';'; echo "${f8[*]}")" \
     "$(IFS=';'; echo "${w1[*]}")" "$(IFS=';'; echo "${w8[*]}")" \
-    "$(IFS=';'; echo "${b1[*]}")" "$(IFS=';'; echo "${b8[*]}")" <<'PY'
+    "$(IFS=';'; echo "${b1[*]}")" "$(IFS=';'; echo "${b8[*]}")" \
+    "$(IFS=';'; echo "${u1[*]}")" "$(IFS=';'; echo "${u8[*]}")" <<'PY'
 import statistics, sys
 label, *series = sys.argv[1:]
 def med(runs):
     dicts = [{k: float(v) for k, v in (p.split("=") for p in run.split())} for run in runs.split(";")]
     return {k: statistics.median(d[k] for d in dicts) for k in dicts[0]}
-f1, f8, w1, w8, b1, b8 = map(med, series)
+f1, f8, w1, w8, b1, b8, u1, u8 = map(med, series)
 ms = lambda us: f"{us / 1000:.2f} ms"
 over = (w1["p50_us"] - f1["p50_us"]) / 1000
 bover = (b1["p50_us"] - f1["p50_us"]) / 1000
@@ -139,6 +154,10 @@ ok = lambda c: "met" if c else "**missed**"
 print(f"| {label} | {ms(w1['p50_us'])} / {ms(w1['p99_us'])} | {ms(b1['p50_us'])} / {ms(b1['p99_us'])} | {ms(f1['p50_us'])} / {ms(f1['p99_us'])} "
       f"| {over:+.2f} ms / {bover:+.2f} ms | {w8['rps']:.0f} /s | {b8['rps']:.0f} /s | {f8['rps']:.0f} /s ({b8['rps'] / f8['rps']:.0%}) "
       f"| {ok(b1['p50_us'] <= 5000)}, {ok(b8['rps'] >= 300)}, {ok(bover <= 1.0)} |")
+jail = (b1["p50_us"] - u1["p50_us"]) / 1000
+share = b8["rps"] / u8["rps"]
+print(f"JAIL| {label} | {ms(u1['p50_us'])} / {ms(u1['p99_us'])} | {ms(b1['p50_us'])} / {ms(b1['p99_us'])} | {jail:+.2f} ms "
+      f"| {u8['rps']:.0f} /s | {b8['rps']:.0f} /s ({share:.0%}) | {ok(jail <= 1.0)}, {ok(share >= 0.8)} |")
 PY
 )")
 done
@@ -155,5 +174,11 @@ cores=$(nproc)
   echo
   echo "| handler | standalone p50 / p99 | bundle p50 / p99 | bare spawn p50 / p99 | overhead at p50 (standalone / bundle) | standalone calls/s | bundle calls/s | bare spawn calls/s (bundle as %) | goals (bundle): p50 ≤ 5 ms, ≥ 300 calls/s, overhead ≤ 1 ms |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-  printf '%s\n' "${rows[@]}"
+  printf '%s\n' "${rows[@]}" | grep -v '^JAIL|'
+  echo
+  echo "The jail's own cost: the bundle setup above is jailed (per call: a user + network namespace, the relay listener, a Landlock ruleset, two seccomp filters); the same bundle with \`handlers.jail = \"unsafe-off\"\` runs in the same rounds."
+  echo
+  echo "| handler | unjailed p50 / p99 | jailed p50 / p99 | jail cost at p50 | unjailed calls/s | jailed calls/s (% of unjailed) | goals: cost ≤ 1 ms at p50, ≥ 80% calls/s |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  printf '%s\n' "${rows[@]}" | sed -n 's/^JAIL//p' 
 } | tee /dev/stderr | python3 bench/update_results.py pack-exec

@@ -210,8 +210,15 @@ allow_cidrs = ["{host}/32"]
 host = "{host}"
 ports = [{http_port}, {https_port}]
 
+[[allowlist]]
+host = "vault.example.test"
+
 [credentials.TOKEN]
 file = "{cred}"
+
+# The credential is the bottle's (pipelock's DLP knows it); the world is not intercepted.
+[vault.TOKEN]
+hosts = ["vault.example.test"]
 
 [agent]
 image = "sidecar-bundle/agent-test:dev"
@@ -309,7 +316,12 @@ fn sidecars_under_the_default_profile(tag: &str, unsafe_unjailed: bool) -> e2e::
     for cap in bottle_spec::INIT_CAPABILITIES {
         args.extend(["--cap-add".to_string(), cap.to_string()]);
     }
-    args.extend(["--security-opt".into(), "no-new-privileges:true".into()]);
+    args.extend([
+        "--security-opt".into(),
+        "no-new-privileges:true".into(),
+        "-e".into(),
+        "SIDECARS_DAEMONS=dns,pack-exec".into(),
+    ]);
     for f in &bundle.files {
         let path = dir.join(f.path.replace('/', "_"));
         std::fs::write(&path, &f.contents).expect("config");

@@ -2070,6 +2070,31 @@ mod tests {
     }
 
     #[test]
+    fn a_seccomp_profile_named_by_path_is_sent_as_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.json"), "{\"defaultAction\": \"SCMP_ACT_ERRNO\"}").unwrap();
+        let opts = security_opts(
+            dir.path(),
+            &[
+                "no-new-privileges:true".into(),
+                "seccomp=./p.json".into(),
+                "seccomp=unconfined".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            opts,
+            [
+                "no-new-privileges:true",
+                "seccomp={\"defaultAction\": \"SCMP_ACT_ERRNO\"}",
+                "seccomp=unconfined"
+            ]
+        );
+        let err = security_opts(dir.path(), &["seccomp=./missing.json".into()]).unwrap_err();
+        assert!(err.to_string().contains("missing.json"), "{err}");
+    }
+
+    #[test]
     fn inspect_results_map_like_the_cli_backend() {
         use bollard::models::{
             ContainerConfig, ContainerState, ContainerStateStatusEnum, Health, HealthStatusEnum,
