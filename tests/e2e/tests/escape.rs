@@ -768,6 +768,53 @@ fn hostile_pack_network_attempts_are_blocked() {
     );
     a.finish("a hostile pack reached the network");
     s.assert_healthy();
+
+    // Control: the same script, same input, run unjailed under a handler uid in the same
+    // container, gets out — so the attempts above are real and only the jail stopped them.
+    let script = s.sidecars_as(
+        "0:0",
+        "ls -d /var/lib/sidecars/packs/packs/x.hostile@*/attack.py",
+    );
+    let script = script.stdout.trim().to_string();
+    let unjailed = e2e::cmd("docker")
+        .args([
+            "exec",
+            "-i",
+            "-u",
+            "10150:10150",
+            &s.a.sidecars(),
+            "python3",
+            &script,
+        ])
+        .stdin(input.to_string())
+        .timeout(Duration::from_secs(120))
+        .run();
+    let control: serde_json::Value =
+        serde_json::from_str(unjailed.stdout.trim()).unwrap_or_default();
+    let leaked: Vec<&String> = control["results"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.as_str().is_some_and(|v| v.starts_with("LEAKED")))
+                .map(|(k, _)| k)
+                .collect()
+        })
+        .unwrap_or_default();
+    for must in [
+        "tcp 127.0.0.1:9099",
+        "tcp 127.0.0.1:9101",
+        "abstract unix @e2e-guard-abstract",
+    ] {
+        assert!(
+            leaked.iter().any(|k| k.as_str() == must),
+            "control run: `{must}` should get through without the jail: {control}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        dns.recv_from(&mut buf).is_ok(),
+        "control run: the test's DNS server should hear an unjailed query"
+    );
 }
 
 // ---- resource bounds --------------------------------------------------------------------------

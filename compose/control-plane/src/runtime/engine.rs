@@ -2072,7 +2072,11 @@ mod tests {
     #[test]
     fn a_seccomp_profile_named_by_path_is_sent_as_its_contents() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("p.json"), "{\"defaultAction\": \"SCMP_ACT_ERRNO\"}").unwrap();
+        std::fs::write(
+            dir.path().join("p.json"),
+            "{\"defaultAction\": \"SCMP_ACT_ERRNO\"}",
+        )
+        .unwrap();
         let opts = security_opts(
             dir.path(),
             &[
