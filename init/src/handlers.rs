@@ -125,7 +125,7 @@ fn probe(jail: &Jail, config: &HandlersConfig) -> Result<(), String> {
         return Err("cannot open /dev/null".into());
     };
     let child = jail
-        .for_call(uid, Path::new("/usr"), config.proxy.is_some())
+        .for_call(uid, Path::new("/usr"), config.proxy.is_some(), None)
         .map_err(|e| e.to_string())?;
     let argv = ["/nonexistent/sidecar-init-jail-probe".to_string()];
     let result = spawn_handler(HandlerSpec {
@@ -159,6 +159,7 @@ pub async fn serve(
         Arc::new(Mutex::new((config.first_uid..=config.last_uid).collect()));
     let config = Arc::new(config);
     let jail = Arc::new((jail, state));
+    let slots: Slots = Arc::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -174,13 +175,18 @@ pub async fn serve(
         }
         let (config, registry, free) = (config.clone(), registry.clone(), free.clone());
         let jail = jail.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            if let Err(e) = call(stream, &config, &registry, &free, &jail).await {
+            if let Err(e) = call(stream, &config, &registry, &free, &jail, &slots).await {
                 tracing::debug!("handler-spawn connection ended: {e}");
             }
         });
     }
 }
+
+/// Each handler uid's namespaces, made by its first jailed call (see
+/// [`crate::jail::SlotNamespaces`]).
+type Slots = Arc<Mutex<HashMap<u32, Arc<crate::jail::SlotNamespaces>>>>;
 
 /// A uid taken from the free set, given back on drop (after cleanup).
 struct Lease {
@@ -215,6 +221,7 @@ async fn call(
     registry: &Registry,
     free: &Arc<Mutex<BTreeSet<u32>>>,
     jail: &(Option<Arc<Jail>>, JailState),
+    slots: &Slots,
 ) -> std::io::Result<()> {
     let (request, fds) = match receive(&stream).await {
         Ok(r) => r,
@@ -275,7 +282,12 @@ async fn call(
     env.insert("HOME".into(), dir.display().to_string());
     env.insert("TMPDIR".into(), dir.display().to_string());
     let child_jail = match &jailed {
-        Some(j) => match j.for_call(uid, &request.pack_dir, config.proxy.is_some()) {
+        Some(j) => match j.for_call(
+            uid,
+            &request.pack_dir,
+            config.proxy.is_some(),
+            slots.lock().ok().and_then(|s| s.get(&uid).cloned()),
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 drop(lease);
@@ -309,6 +321,9 @@ async fn call(
         }
     };
     let pid = started.pid;
+    if let (Some(ns), Ok(mut s)) = (started.namespaces, slots.lock()) {
+        s.insert(uid, Arc::new(ns));
+    }
     // Relay the handler's proxy connections (the listener is in its jail) for as long as the
     // call lasts.
     let relay = match (started.proxy_listener, config.proxy) {

@@ -106,6 +106,21 @@ pub struct Jail {
     pack_roots: Vec<PathBuf>,
 }
 
+/// A uid slot's user and network namespaces, kept by init between the slot's calls: making
+/// them costs milliseconds per call (mostly the network namespace, created and torn down),
+/// entering them (`setns`) microseconds. What a call could leave in them dies with its
+/// processes, which init kills before the slot is reused: sockets (abstract ones included)
+/// close; the handler never holds a capability in them (exec as a non-root uid of the
+/// namespace clears them; seccomp refuses new namespaces) so it cannot change their
+/// configuration. Each call still gets a fresh IPC namespace.
+#[derive(Debug)]
+pub struct SlotNamespaces {
+    /// `/proc/<pid>/ns/user` of the first call's child.
+    pub user: OwnedFd,
+    /// `/proc/<pid>/ns/net` of the first call's child.
+    pub net: OwnedFd,
+}
+
 /// Everything the forked child needs for its part of the jail, made before the fork.
 #[derive(Debug)]
 pub struct ChildJail {
@@ -120,6 +135,8 @@ pub struct ChildJail {
     pub id_map: CString,
     /// Create the proxy listener on the jail's loopback.
     pub proxy: bool,
+    /// The uid slot's namespaces from an earlier call, entered instead of made anew.
+    pub reuse: Option<std::sync::Arc<SlotNamespaces>>,
     /// seccomp programs, installed in order.
     pub filters: Vec<BpfProgram>,
 }
@@ -192,7 +209,13 @@ impl Jail {
     }
 
     /// The child's part for one call of `uid` running the pack at `pack_dir`.
-    pub fn for_call(&self, uid: u32, pack_dir: &Path, proxy: bool) -> io::Result<ChildJail> {
+    pub fn for_call(
+        &self,
+        uid: u32,
+        pack_dir: &Path,
+        proxy: bool,
+        reuse: Option<std::sync::Arc<SlotNamespaces>>,
+    ) -> io::Result<ChildJail> {
         let fs = AccessFs::from_all(self.abi);
         let ll = |e: RulesetError| io::Error::other(format!("Landlock: {e}"));
         let mut ruleset = Ruleset::default()
@@ -237,6 +260,7 @@ impl Jail {
             proc_access: (AccessFs::ReadFile | AccessFs::ReadDir).bits(),
             id_map,
             proxy,
+            reuse,
             filters: self.filters.clone(),
         })
     }

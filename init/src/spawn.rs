@@ -256,7 +256,13 @@ pub struct StartedHandler {
     pub pid: i32,
     /// The listener on the jail's loopback the proxy variables name (jailed, proxied calls).
     pub proxy_listener: Option<OwnedFd>,
+    /// The user and network namespaces the child made (first call of a uid slot).
+    pub namespaces: Option<crate::jail::SlotNamespaces>,
 }
+
+/// Report datagram markers that carry descriptors (never a [`Step`] value).
+const FD_LISTENER: u8 = 0xF1;
+const FD_NAMESPACES: u8 = 0xF2;
 
 /// Starts a handler in its own session under its own uid, hardened, limited and (with
 /// `jail`) jailed; returns its pid (= its process group).
@@ -305,21 +311,36 @@ pub fn spawn_handler(spec: HandlerSpec<'_>) -> Result<StartedHandler, HandlerSpa
             crate::hardening::in_child(Some(&limits))?;
             if let Some(j) = &jail {
                 child_step(report, Step::Namespaces);
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWIPC) != 0
-                {
-                    return Err(io::Error::last_os_error());
+                if let Some(ns) = &j.reuse {
+                    // The slot's namespaces from an earlier call (its uid owns the user
+                    // namespace, so it may enter it), and a fresh IPC namespace per call.
+                    if libc::setns(ns.user.as_raw_fd(), libc::CLONE_NEWUSER) != 0
+                        || libc::setns(ns.net.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                        || libc::unshare(libc::CLONE_NEWIPC) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else {
+                    if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWIPC)
+                        != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    child_step(report, Step::IdMap);
+                    // The uid change made the process non-dumpable, which gives its /proc
+                    // files to root; exec would reset the flag anyway.
+                    if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    write_proc(c"/proc/self/setgroups", b"deny")?;
+                    write_proc(c"/proc/self/uid_map", j.id_map.as_bytes())?;
+                    write_proc(c"/proc/self/gid_map", j.id_map.as_bytes())?;
+                    child_step(report, Step::Loopback);
+                    loopback_up()?;
+                    // Hand init the new namespaces: the slot's next calls enter them instead
+                    // of paying for new ones.
+                    send_own_namespaces(report)?;
                 }
-                child_step(report, Step::IdMap);
-                // The uid change made the process non-dumpable, which gives its /proc files to
-                // root; exec would reset the flag anyway (the handler is an ordinary program).
-                if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                write_proc(c"/proc/self/setgroups", b"deny")?;
-                write_proc(c"/proc/self/uid_map", j.id_map.as_bytes())?;
-                write_proc(c"/proc/self/gid_map", j.id_map.as_bytes())?;
-                child_step(report, Step::Loopback);
-                loopback_up()?;
                 if j.proxy {
                     child_step(report, Step::ProxyListener);
                     proxy_listener(report)?;
@@ -352,6 +373,7 @@ pub fn spawn_handler(spec: HandlerSpec<'_>) -> Result<StartedHandler, HandlerSpa
     // Every datagram is queued by now: the child sent them before its exec (or failure).
     let mut last = None;
     let mut listener = None;
+    let mut namespaces = None;
     let mut buf = [0u8; 1];
     loop {
         match recv_with_fds_flags(
@@ -360,14 +382,20 @@ pub fn spawn_handler(spec: HandlerSpec<'_>) -> Result<StartedHandler, HandlerSpa
             nix::sys::socket::MsgFlags::MSG_DONTWAIT,
         ) {
             Ok((0, _)) | Err(_) => break,
-            Ok((_, fds)) => {
-                if let Some(step) = Step::from_byte(buf[0]) {
-                    last = Some(step);
+            Ok((_, fds)) => match buf[0] {
+                FD_LISTENER => listener = fds.into_iter().next(),
+                FD_NAMESPACES => {
+                    let mut fds = fds.into_iter();
+                    if let (Some(user), Some(net)) = (fds.next(), fds.next()) {
+                        namespaces = Some(crate::jail::SlotNamespaces { user, net });
+                    }
                 }
-                if let Some(fd) = fds.into_iter().next() {
-                    listener = Some(fd);
+                b => {
+                    if let Some(step) = Step::from_byte(b) {
+                        last = Some(step);
+                    }
                 }
-            }
+            },
         }
     }
     match spawned {
@@ -377,6 +405,7 @@ pub fn spawn_handler(spec: HandlerSpec<'_>) -> Result<StartedHandler, HandlerSpa
             Ok(StartedHandler {
                 pid,
                 proxy_listener: listener,
+                namespaces,
             })
         }
         Err(error) => Err(HandlerSpawnError { step: last, error }),
@@ -435,14 +464,23 @@ fn loopback_up() -> io::Result<()> {
 /// Listens on `127.0.0.1:HANDLER_PROXY_PORT` in the jail and sends the listener to init over
 /// `report` (`SCM_RIGHTS`). Async-signal-safe.
 fn proxy_listener(report: libc::c_int) -> io::Result<()> {
-    // SAFETY: every struct is zero-initialised and filled within bounds; the control buffer is
-    // sized and aligned for one descriptor; the listener is closed on every path (init holds
-    // its own copy once sent).
+    // SAFETY: every struct is zero-initialised and filled within bounds; the listener is closed
+    // on every path (init holds its own copy once sent).
     unsafe {
         let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if l < 0 {
             return Err(io::Error::last_os_error());
         }
+        // The slot's namespace is reused: connections of an earlier call may linger in
+        // TIME_WAIT on this port.
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            l,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
         let mut addr: libc::sockaddr_in = std::mem::zeroed();
         addr.sin_family = libc::AF_INET as libc::sa_family_t;
         addr.sin_port = bottle_spec::HANDLER_PROXY_PORT.to_be();
@@ -458,7 +496,25 @@ fn proxy_listener(report: libc::c_int) -> io::Result<()> {
             libc::close(l);
             return Err(err);
         }
-        let marker = [Step::ProxyListener as u8];
+        let sent = send_fds(report, FD_LISTENER, &[l]);
+        let err = io::Error::last_os_error();
+        libc::close(l);
+        if sent < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `fds` with a one-byte `marker` over `report` (`SCM_RIGHTS`); the `sendmsg` result.
+/// Async-signal-safe.
+fn send_fds(report: libc::c_int, marker: u8, fds: &[libc::c_int]) -> isize {
+    const MAX: usize = 4;
+    let n = fds.len().min(MAX);
+    let marker = [marker];
+    // SAFETY: every struct is zero-initialised and filled within bounds; the control buffer is
+    // sized (64 bytes) and aligned for up to MAX descriptors.
+    unsafe {
         let mut iov = libc::iovec {
             iov_base: marker.as_ptr() as *mut libc::c_void,
             iov_len: 1,
@@ -469,24 +525,49 @@ fn proxy_listener(report: libc::c_int) -> io::Result<()> {
             _align: libc::cmsghdr,
         }
         let mut control: Control = std::mem::zeroed();
-        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let bytes = (n * std::mem::size_of::<libc::c_int>()) as u32;
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.buf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
+        msg.msg_controllen = libc::CMSG_SPACE(bytes) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
         std::ptr::copy_nonoverlapping(
-            (&l as *const libc::c_int).cast::<u8>(),
+            fds.as_ptr().cast::<u8>(),
             libc::CMSG_DATA(cmsg),
-            std::mem::size_of::<libc::c_int>(),
+            bytes as usize,
         );
-        let sent = libc::sendmsg(report, &msg, libc::MSG_DONTWAIT);
+        libc::sendmsg(report, &msg, libc::MSG_DONTWAIT)
+    }
+}
+
+/// Opens the child's own user and network namespaces and sends them to init. Async-signal-safe.
+fn send_own_namespaces(report: libc::c_int) -> io::Result<()> {
+    // SAFETY: NUL-terminated paths; both descriptors are closed on every path (init holds its
+    // own copies once sent).
+    unsafe {
+        let user = libc::open(
+            c"/proc/self/ns/user".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        let net = libc::open(
+            c"/proc/self/ns/net".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        let sent = if user >= 0 && net >= 0 {
+            send_fds(report, FD_NAMESPACES, &[user, net])
+        } else {
+            -1
+        };
         let err = io::Error::last_os_error();
-        libc::close(l);
+        for fd in [user, net] {
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
         if sent < 0 {
             return Err(err);
         }

@@ -7,11 +7,12 @@
 //! `CAP_SYS_ADMIN` (and granting that capability would unlock `mount`, `setns` and more for
 //! every process). This profile is the default's allowlist — same default action (`EPERM`),
 //! same argument rules for `clone`, `personality` and `socket` — with `unshare` allowed for
-//! exactly those three namespace flags. sidecar-init then takes `unshare` away again with its
-//! own filter on every daemon and on every handler after its jail is made, so only init's
-//! child code between fork and exec ever uses it. An e2e test probes every syscall number
-//! under Docker's default and under this profile and requires the answers to differ only in
-//! `unshare`.
+//! exactly those three namespace flags, and `setns` into a user or network namespace (a uid
+//! slot's later calls enter the namespaces its first call made). sidecar-init takes both away
+//! again with its own filter on every daemon and on every handler after its jail is made, so
+//! only init's child code between fork and exec ever uses them. An e2e test probes every
+//! syscall number under Docker's default and under this profile and requires the answers to
+//! differ only in `unshare` (with arguments of -1, `setns` is refused by both).
 
 use serde_json::{json, Value};
 
@@ -408,12 +409,17 @@ pub fn profile() -> Value {
     // clone3 cannot be argument-checked (its flags are in memory): ENOSYS makes libcs fall
     // back to clone.
     syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
-    // The jail's one addition.
+    // The jail's additions: new namespaces for a handler uid's first call, entering them for
+    // its later calls (setns to a user or network namespace only).
     syscalls.push(
         json!({"names": ["unshare"], "action": "SCMP_ACT_ALLOW", "args": [
             masked(0, !JAIL_UNSHARE_FLAGS & 0xffff_ffff, 0)
         ]}),
     );
+    for nstype in [0x1000_0000u64, 0x4000_0000] {
+        syscalls
+            .push(json!({"names": ["setns"], "action": "SCMP_ACT_ALLOW", "args": [eq(1, nstype)]}));
+    }
     json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": 1,

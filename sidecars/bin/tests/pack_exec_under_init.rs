@@ -162,6 +162,7 @@ v read_secret "cat $(printf '%s' "$line" | jq -r .secret)"
 v list_tmp "ls /tmp"
 own=0; while read -r l; do case $l in Uid:*) own=1;; esac; done < /proc/self/status
 printf '"own_proc":"%s",' "$own"
+printf '"netns":"%s",' "$(readlink /proc/$$/ns/net)"
 printf '"proxy":"%s"}
 ' "$HTTPS_PROXY"
 "#,
@@ -451,8 +452,16 @@ fn a_jailed_handler_reaches_no_network_no_process_and_no_file_outside_its_room()
         "udp": udp.local_addr().expect("addr").port(),
         "secret": b.dir.join("secret-token"),
     });
+    // Twice: the second call enters the namespaces the first one made for the same uid.
+    let (status, first) = call_with(&b, "t.net", &input.to_string());
+    assert_eq!(status, 200, "{first}");
     let (status, out) = call_with(&b, "t.net", &input.to_string());
     assert_eq!(status, 200, "{out}");
+    assert_eq!(first, out, "the second call in the reused namespaces differs");
+    assert!(
+        first["netns"].as_str().is_some_and(|n| n.starts_with("net:")),
+        "{first}"
+    );
     for key in [
         "tcp_host_loopback",
         "udp_sent_to_host",
@@ -517,6 +526,11 @@ fn a_jailed_handlers_proxy_traffic_reaches_pipelock_with_its_pack_and_call() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["body"], "relayed", "{out}");
     let seen = seen.join().expect("pipelock stand-in");
+    // A second call of the same uid slot: its proxy listener is made again in the reused
+    // namespace (nothing listens there between calls).
+    let (status, out) = call(&b, "t.curl");
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["body"], "curl-failed", "nobody answers the stand-in now: {out}");
     let first = seen.lines().next().unwrap_or("");
     let origin = bottle_spec::pack_proxy::parse(first).expect("a preamble");
     assert_eq!(origin.pack, "t.curl");
