@@ -176,7 +176,7 @@ cores=$(nproc)
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}" | grep -v '^JAIL|'
   echo
-  echo "The jail's own cost: the bundle setup above is jailed (per call: a user + network namespace, the relay listener, a Landlock ruleset, two seccomp filters); the same bundle with \`handlers.jail = \"unsafe-off\"\` runs in the same rounds."
+  echo "The jail's own cost: the bundle setup above is jailed (per call: entering the uid slot's user + network namespace, made by its first call, a fresh IPC namespace, the relay listener, a Landlock ruleset, two seccomp filters); the same bundle with \`handlers.jail = \"unsafe-off\"\` runs in the same rounds."
   echo
   echo "| handler | unjailed p50 / p99 | jailed p50 / p99 | jail cost at p50 | unjailed calls/s | jailed calls/s (% of unjailed) | goals: cost ≤ 1 ms at p50, ≥ 80% calls/s |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"

@@ -457,9 +457,14 @@ fn a_jailed_handler_reaches_no_network_no_process_and_no_file_outside_its_room()
     assert_eq!(status, 200, "{first}");
     let (status, out) = call_with(&b, "t.net", &input.to_string());
     assert_eq!(status, 200, "{out}");
-    assert_eq!(first, out, "the second call in the reused namespaces differs");
+    assert_eq!(
+        first, out,
+        "the second call in the reused namespaces differs"
+    );
     assert!(
-        first["netns"].as_str().is_some_and(|n| n.starts_with("net:")),
+        first["netns"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("net:")),
         "{first}"
     );
     for key in [
@@ -530,7 +535,10 @@ fn a_jailed_handlers_proxy_traffic_reaches_pipelock_with_its_pack_and_call() {
     // namespace (nothing listens there between calls).
     let (status, out) = call(&b, "t.curl");
     assert_eq!(status, 200, "{out}");
-    assert_eq!(out["body"], "curl-failed", "nobody answers the stand-in now: {out}");
+    assert_eq!(
+        out["body"], "curl-failed",
+        "nobody answers the stand-in now: {out}"
+    );
     let first = seen.lines().next().unwrap_or("");
     let origin = bottle_spec::pack_proxy::parse(first).expect("a preamble");
     assert_eq!(origin.pack, "t.curl");
