@@ -257,11 +257,24 @@ fn check_walls(snap: &Value, b: &Bottle, runtime: &str) {
         json!(bottle_compose::bottle_spec::INIT_CAPABILITIES),
         "{runtime}"
     );
+    // no_new_privs, and the jail's seccomp profile sent as its contents by both backends.
+    let opts = host["SecurityOpt"].as_array().cloned().unwrap_or_default();
     assert_eq!(
-        host["SecurityOpt"],
-        json!(["no-new-privileges:true"]),
+        opts.first(),
+        Some(&json!("no-new-privileges:true")),
         "{runtime}"
     );
+    let profile = opts
+        .get(1)
+        .and_then(|o| o.as_str())
+        .and_then(|o| o.strip_prefix("seccomp="))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
+    assert_eq!(
+        profile,
+        Some(bottle_compose::seccomp::profile()),
+        "{runtime}: the sidecars' seccomp profile"
+    );
+    assert_eq!(opts.len(), 2, "{runtime}");
     assert_eq!(host["PidsLimit"], 512, "{runtime}");
     assert_eq!(
         host["Tmpfs"],
