@@ -185,21 +185,21 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in order.
+    const ALL: [Step; 9] = [
+        Step::Setup,
+        Step::Namespaces,
+        Step::IdMap,
+        Step::Loopback,
+        Step::ProxyListener,
+        Step::TempDir,
+        Step::Landlock,
+        Step::Seccomp,
+        Step::Exec,
+    ];
+
     fn from_byte(b: u8) -> Option<Step> {
-        use Step::*;
-        [
-            Setup,
-            Namespaces,
-            IdMap,
-            Loopback,
-            ProxyListener,
-            TempDir,
-            Landlock,
-            Seccomp,
-            Exec,
-        ]
-        .into_iter()
-        .find(|s| *s as u8 == b)
+        Step::ALL.into_iter().find(|s| *s as u8 == b)
     }
 
     /// Whether a failure at this step means the jail cannot be had (not a bad request).
