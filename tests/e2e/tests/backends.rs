@@ -142,6 +142,19 @@ fn container_view(c: &Value) -> Value {
     if let Some(mounts) = host["Mounts"].as_array() {
         host["Mounts"] = sorted_by(mounts.clone(), "Target");
     }
+    // A seccomp profile is sent as JSON text: compose re-serialises the file, the Engine backend
+    // sends it as written, so the two are compared as JSON values, not as text.
+    if let Some(opts) = host["SecurityOpt"].as_array_mut() {
+        for opt in opts {
+            let parsed = opt
+                .as_str()
+                .and_then(|o| o.strip_prefix("seccomp="))
+                .and_then(|j| serde_json::from_str::<Value>(j).ok());
+            if let Some(profile) = parsed {
+                *opt = json!({ "seccomp": profile });
+            }
+        }
+    }
     let networks: BTreeMap<String, Value> = c["NetworkSettings"]["Networks"]
         .as_object()
         .map(|m| {
@@ -264,14 +277,10 @@ fn check_walls(snap: &Value, b: &Bottle, runtime: &str) {
         Some(&json!("no-new-privileges:true")),
         "{runtime}"
     );
-    let profile = opts
-        .get(1)
-        .and_then(|o| o.as_str())
-        .and_then(|o| o.strip_prefix("seccomp="))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
+    // (`container_view` parsed the `seccomp=<json>` option into `{"seccomp": <value>}`.)
     assert_eq!(
-        profile,
-        Some(bottle_compose::seccomp::profile()),
+        opts.get(1).map(|o| &o["seccomp"]),
+        Some(&bottle_compose::seccomp::profile()),
         "{runtime}: the sidecars' seccomp profile"
     );
     assert_eq!(opts.len(), 2, "{runtime}");
