@@ -24,7 +24,7 @@
 //! unless the operator set the unsafe opt-out, which runs handlers unjailed with a warning
 //! on every call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -104,6 +104,69 @@ pub struct Jail {
     system: Vec<(OwnedFd, BitFlags<AccessFs>)>,
     filters: Vec<BpfProgram>,
     pack_roots: Vec<PathBuf>,
+    /// Built rulesets by handler uid and pack dir (see [`RulesetCache`]).
+    rulesets: std::sync::Mutex<RulesetCache>,
+}
+
+/// How many calls one cached ruleset serves before it is built afresh. Each call's child adds
+/// two rules to it (its temp dir, its `/proc/<pid>`), so this bounds its growth.
+const RULESET_USES: u32 = 128;
+/// Cached rulesets kept at most (handler uids × packs); past it the cache starts over.
+const RULESETS_CACHED: usize = 1024;
+
+/// Landlock rulesets kept between calls: building one adds a rule per system tree (≈150
+/// `landlock_add_rule` calls, half a millisecond of init's time per call), the same each time
+/// for a given uid and pack. One ruleset serves one handler uid and one pack directory only,
+/// so the rules a call's child adds (its temp dir and `/proc/<pid>`, both gone when the call
+/// ends: init kills the uid's processes and removes the dir) are never seen by another
+/// uid's or another pack's handler, and a later call of the same uid and pack reaches
+/// nothing through them: a rule names an inode, and those inodes no longer have a path.
+#[derive(Debug, Default)]
+struct RulesetCache {
+    entries: HashMap<(u32, PathBuf), CachedRuleset>,
+}
+
+impl RulesetCache {
+    /// A new descriptor of the ruleset for `uid` and `pack_dir`, built by `build` when there
+    /// is none, it has served [`RULESET_USES`] calls, or the pack dir is another directory.
+    fn get_or_build(
+        &mut self,
+        uid: u32,
+        pack_dir: &Path,
+        pack_inode: (u64, u64),
+        build: impl FnOnce() -> io::Result<OwnedFd>,
+    ) -> io::Result<OwnedFd> {
+        let key = (uid, pack_dir.to_path_buf());
+        if let Some(cached) = self.entries.get_mut(&key) {
+            if cached.pack_inode == pack_inode && cached.uses < RULESET_USES {
+                cached.uses += 1;
+                return cached.ruleset.try_clone();
+            }
+        }
+        let ruleset = build()?;
+        if self.entries.len() >= RULESETS_CACHED {
+            self.entries.clear();
+        }
+        let given = ruleset.try_clone()?;
+        self.entries.insert(
+            key,
+            CachedRuleset {
+                ruleset,
+                pack_inode,
+                uses: 1,
+            },
+        );
+        Ok(given)
+    }
+}
+
+#[derive(Debug)]
+struct CachedRuleset {
+    ruleset: OwnedFd,
+    /// The pack dir's (device, inode) when the ruleset was built: a reinstalled pack is a new
+    /// directory, whose rule must be made anew.
+    pack_inode: (u64, u64),
+    uses: u32,
 }
 
 /// A uid slot's user and network namespaces, kept by init between the slot's calls: making
@@ -179,6 +242,7 @@ impl Jail {
             system,
             filters,
             pack_roots: pack_roots.to_vec(),
+            rulesets: std::sync::Mutex::default(),
         })
     }
 
@@ -216,6 +280,42 @@ impl Jail {
         proxy: bool,
         reuse: Option<std::sync::Arc<SlotNamespaces>>,
     ) -> io::Result<ChildJail> {
+        let ruleset = self.ruleset(uid, pack_dir)?;
+        let id_map = CString::new(format!("{uid} {uid} 1\n"))
+            .map_err(|_| io::Error::other("uid map with NUL"))?;
+        Ok(ChildJail {
+            ruleset,
+            dir_access: AccessFs::from_all(self.abi).bits(),
+            proc_access: (AccessFs::ReadFile | AccessFs::ReadDir).bits(),
+            id_map,
+            proxy,
+            reuse,
+            filters: self.filters.clone(),
+        })
+    }
+
+    /// The ruleset for `uid` running the pack at `pack_dir`: the cached one (a new descriptor
+    /// of it) while it has uses left and the pack dir is the same directory, else a new one.
+    fn ruleset(&self, uid: u32, pack_dir: &Path) -> io::Result<OwnedFd> {
+        use std::os::unix::fs::MetadataExt;
+        let pack = open_path(pack_dir).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("cannot open the pack dir {}", pack_dir.display()),
+            )
+        })?;
+        let meta = std::fs::File::from(pack.try_clone()?).metadata()?;
+        let inode = (meta.dev(), meta.ino());
+        let mut cache = self
+            .rulesets
+            .lock()
+            .map_err(|_| io::Error::other("the ruleset cache is poisoned"))?;
+        cache.get_or_build(uid, pack_dir, inode, || self.build_ruleset(&pack))
+    }
+
+    /// A new ruleset: the system trees, the pack dir (read), TCP connect to the proxy port,
+    /// and the signal and abstract-socket scopes where the kernel has them.
+    fn build_ruleset(&self, pack: &OwnedFd) -> io::Result<OwnedFd> {
         let fs = AccessFs::from_all(self.abi);
         let ll = |e: RulesetError| io::Error::other(format!("Landlock: {e}"));
         let mut ruleset = Ruleset::default()
@@ -228,12 +328,6 @@ impl Jail {
                 .scope(Scope::Signal | Scope::AbstractUnixSocket)
                 .map_err(ll)?;
         }
-        let pack = open_path(pack_dir).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("cannot open the pack dir {}", pack_dir.display()),
-            )
-        })?;
         let created = ruleset
             .create()
             .map_err(ll)?
@@ -243,7 +337,7 @@ impl Jail {
                     .map(|(fd, access)| Ok::<_, RulesetError>(PathBeneath::new(fd, *access))),
             )
             .map_err(ll)?
-            .add_rule(PathBeneath::new(&pack, AccessFs::from_read(self.abi)))
+            .add_rule(PathBeneath::new(pack, AccessFs::from_read(self.abi)))
             .map_err(ll)?
             .add_rule(NetPort::new(
                 bottle_spec::HANDLER_PROXY_PORT,
@@ -251,18 +345,7 @@ impl Jail {
             ))
             .map_err(ll)?;
         let ruleset: Option<OwnedFd> = created.into();
-        let ruleset = ruleset.ok_or_else(|| io::Error::other("Landlock ruleset not created"))?;
-        let id_map = CString::new(format!("{uid} {uid} 1\n"))
-            .map_err(|_| io::Error::other("uid map with NUL"))?;
-        Ok(ChildJail {
-            ruleset,
-            dir_access: fs.bits(),
-            proc_access: (AccessFs::ReadFile | AccessFs::ReadDir).bits(),
-            id_map,
-            proxy,
-            reuse,
-            filters: self.filters.clone(),
-        })
+        ruleset.ok_or_else(|| io::Error::other("Landlock ruleset not created"))
     }
 }
 
@@ -467,6 +550,63 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
+    /// A stand-in ruleset: any descriptor, numbered by the builds so far.
+    fn built(count: &mut u32) -> io::Result<OwnedFd> {
+        *count += 1;
+        Ok(OwnedFd::from(std::fs::File::open("/dev/null")?))
+    }
+
+    #[test]
+    fn a_cached_ruleset_serves_one_uid_and_one_pack_dir_only() {
+        let mut cache = RulesetCache::default();
+        let mut builds = 0;
+        let (a, b) = (Path::new("/packs/a"), Path::new("/packs/b"));
+        for _ in 0..3 {
+            cache
+                .get_or_build(20000, a, (1, 10), || built(&mut builds))
+                .expect("ruleset");
+        }
+        assert_eq!(builds, 1, "the same uid and pack reuse the ruleset");
+        cache
+            .get_or_build(20001, a, (1, 10), || built(&mut builds))
+            .expect("ruleset");
+        assert_eq!(builds, 2, "another uid gets a ruleset of its own");
+        cache
+            .get_or_build(20000, b, (1, 11), || built(&mut builds))
+            .expect("ruleset");
+        assert_eq!(builds, 3, "another pack gets a ruleset of its own");
+        cache
+            .get_or_build(20000, a, (1, 12), || built(&mut builds))
+            .expect("ruleset");
+        assert_eq!(
+            builds, 4,
+            "a reinstalled pack (new inode) gets a new ruleset"
+        );
+    }
+
+    #[test]
+    fn a_cached_ruleset_is_built_afresh_after_its_uses_and_the_cache_is_bounded() {
+        let mut cache = RulesetCache::default();
+        let mut builds = 0;
+        let dir = Path::new("/packs/a");
+        for _ in 0..RULESET_USES {
+            cache
+                .get_or_build(20000, dir, (1, 10), || built(&mut builds))
+                .expect("ruleset");
+        }
+        assert_eq!(builds, 1);
+        cache
+            .get_or_build(20000, dir, (1, 10), || built(&mut builds))
+            .expect("ruleset");
+        assert_eq!(builds, 2, "a ruleset past its uses is rebuilt");
+        for uid in 0..(RULESETS_CACHED as u32 * 2) {
+            cache
+                .get_or_build(uid, dir, (1, 10), || built(&mut builds))
+                .expect("ruleset");
+            assert!(cache.entries.len() <= RULESETS_CACHED);
+        }
+    }
+
     #[test]
     fn filters_compile_for_this_arch() {
         let f = filters().expect("filters");
@@ -482,6 +622,7 @@ mod tests {
             system: Vec::new(),
             filters: Vec::new(),
             pack_roots: vec![PathBuf::from("/usr/share/sidecars/packs")],
+            rulesets: std::sync::Mutex::default(),
         };
         assert!(jail
             .check_pack_dir(Path::new("/usr/share/sidecars/packs/cmd.upper"))

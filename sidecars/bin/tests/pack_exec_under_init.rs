@@ -498,6 +498,52 @@ fn a_jailed_handler_reaches_no_network_no_process_and_no_file_outside_its_room()
     assert_eq!(out["proxy"], "", "{out}");
 }
 
+/// init keeps a call's Landlock ruleset for the next call of the same uid and pack: another
+/// pack run by that uid gets its own (it cannot read the first pack's files, nor the first
+/// its), and a pack directory made anew at the same path is a new directory, given to the
+/// next call in place of the old one.
+#[test]
+fn a_kept_ruleset_serves_one_pack_and_follows_a_pack_dir_made_anew() {
+    if !require_root() {
+        return;
+    }
+    let b = start("rulesets", 10170);
+    let packs = b.dir.join("packs");
+    let other =
+        |name: &str| serde_json::json!({ "path": packs.join(name).join("handler.sh") }).to_string();
+    // Serial calls: the pool's lowest free uid runs every one of them.
+    let (status, out) = call(&b, "t.whoami");
+    assert_eq!(status, 200, "{out}");
+    let uid = out["uid"].clone();
+    for _ in 0..2 {
+        let (status, out) = call_with(&b, "t.steal", &other("t.whoami"));
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["read"], false, "t.steal read t.whoami's files: {out}");
+        let (status, out) = call(&b, "t.whoami");
+        assert_eq!(status, 200, "t.whoami after t.steal on the same uid: {out}");
+        assert_eq!(out["uid"], uid, "{out}");
+    }
+    let (status, out) = call_with(&b, "t.steal", &other("t.steal"));
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["read"], true,
+        "t.steal cannot read its own files: {out}"
+    );
+
+    // The same pack dir made anew (same path, same files, a new inode).
+    let dir = packs.join("t.whoami");
+    let fresh = packs.join("t.whoami.new");
+    std::fs::create_dir(&fresh).expect("mkdir");
+    for f in ["pack.json", "handler.sh"] {
+        std::fs::copy(dir.join(f), fresh.join(f)).expect("copy");
+    }
+    std::fs::remove_dir_all(&dir).expect("remove the old pack dir");
+    std::fs::rename(&fresh, &dir).expect("rename");
+    let (status, out) = call(&b, "t.whoami");
+    assert_eq!(status, 200, "the pack made anew at the same path: {out}");
+    assert_eq!(out["uid"], uid, "{out}");
+}
+
 /// The one way out: the proxy variables name init's relay, which connects to pipelock's pack
 /// listener (here a stand-in) and first says which pack and call the traffic belongs to.
 #[test]
