@@ -344,6 +344,70 @@ pub fn docker0_ip() -> String {
         .expect("docker0 has an IPv4 address")
 }
 
+/// What [`http_world`] serves.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct World<'a> {
+    /// The port on 0.0.0.0 (0: any free one).
+    pub port: u16,
+    /// A file each request's headers are appended to (one JSON object per line).
+    pub headers_log: Option<&'a Path>,
+    /// A certificate and key to serve HTTPS with.
+    pub tls: Option<(&'a Path, &'a Path)>,
+}
+
+/// The body every GET of an [`http_world`] gets.
+pub const WORLD_BODY: &str = "hello from the world";
+
+/// A host HTTP(S) server on 0.0.0.0 answering every GET with [`WORLD_BODY`]: an upstream of
+/// the outside world that bottles reach through docker0. Returns it and its port.
+pub fn http_world(world: World) -> (HostServer, u16) {
+    use std::io::BufRead;
+    let script = r#"
+import http.server, json, ssl, sys
+port, log, cert, key = sys.argv[1:5]
+log = open(log, "a", buffering=1) if log else None
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if log:
+            log.write(json.dumps(dict(self.headers)) + "\n")
+        body = sys.argv[5].encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", int(port)), H)
+if cert:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let path = |p: Option<&Path>| p.map(|p| p.as_os_str().to_owned()).unwrap_or_default();
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(world.port.to_string())
+        .arg(path(world.headers_log))
+        .arg(path(world.tls.map(|t| t.0)))
+        .arg(path(world.tls.map(|t| t.1)))
+        .arg(WORLD_BODY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the python3 world server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the world server's port");
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the world server did not start: {line:?}"));
+    (HostServer(child), port)
+}
+
 /// A host process killed on drop.
 pub struct HostServer(pub std::process::Child);
 

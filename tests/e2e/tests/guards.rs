@@ -5,50 +5,12 @@
 //! The "world" is servers this test runs on the host, reached from the bottle's egress network
 //! through the host's docker0 address; the agent's internal network has no route there.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::{
     docker0_ip, require_docker, root_credential, run, start_git_world, wait_until, Bottle,
-    HostServer, WorldContainer,
+    WorldContainer,
 };
-
-/// An HTTP server on 0.0.0.0:<ephemeral> that answers every GET with "world" and records each
-/// request's headers as one JSON line in `log`. Returns the server and its port.
-fn start_http_world(log: &Path) -> (HostServer, u16) {
-    let script = r#"
-import http.server, json, sys
-log = open(sys.argv[1], "a", buffering=1)
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        log.write(json.dumps(dict(self.headers)) + "\n")
-        body = b"hello from the world\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("0.0.0.0", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .arg(log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start python3 http server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read port");
-    let port = line.trim().parse().expect("port");
-    (HostServer(child), port)
-}
 
 #[test]
 fn agent_egress_git_and_approvals_go_through_the_guards() {
@@ -58,7 +20,10 @@ fn agent_egress_git_and_approvals_go_through_the_guards() {
     let world = tempfile::tempdir().expect("tempdir");
     let host = docker0_ip();
     let headers_log = world.path().join("headers.jsonl");
-    let (_http, http_port) = start_http_world(&headers_log);
+    let (_http, http_port) = e2e::http_world(e2e::World {
+        headers_log: Some(&headers_log),
+        ..Default::default()
+    });
     let (_git, git_port) = start_git_world(world.path());
     // A credential only the sidecars container gets: root:root 0400, as an operator keeps it.
     let token = "e2e-token-5f1c2b7a9d3e";
@@ -106,7 +71,7 @@ command = ["sleep", "infinity"]
         "curl -sS --max-time 10 -H 'Authorization: Bearer agent-own' {url}"
     ));
     assert!(
-        via_proxy.stdout.contains("hello from the world"),
+        via_proxy.stdout.contains(e2e::WORLD_BODY),
         "agent → pipelock → egress → world failed: {via_proxy:?}"
     );
     // The "world" on the bottle's egress network: a server container the sidecars can reach

@@ -69,47 +69,6 @@ fn the_sidecars_profile_is_dockers_default_plus_the_jails_unshare() {
     assert_eq!(default[&unshare], libc::EPERM as i64);
 }
 
-/// A host server on 0.0.0.0:<ephemeral> answering every GET with "hello from the world", over
-/// TLS with `cert`/`key` when given.
-fn world(port: u16, tls: Option<(&std::path::Path, &std::path::Path)>) -> (e2e::HostServer, u16) {
-    use std::io::BufRead;
-    let script = r#"
-import http.server, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"hello from the world"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H)
-if len(sys.argv) > 3:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-    s.socket = ctx.wrap_socket(s.socket, server_side=True)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-    let mut cmd = std::process::Command::new("python3");
-    cmd.args(["-c", script]).arg(port.to_string());
-    if let Some((cert, key)) = tls {
-        cmd.arg(cert).arg(key);
-    }
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 world");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let port = line.trim().parse().expect("port");
-    (e2e::HostServer(child), port)
-}
-
 /// A server certificate for `ip`, signed by the bottle's own CA (found in the control plane's
 /// state): what a handler trusting the bottle's CA bundle accepts, as it accepts egress's
 /// intercepted certificates.
@@ -194,7 +153,7 @@ fn a_pack_reaches_the_world_through_pipelock_under_the_bottles_policy() {
     let world_dir = tempfile::tempdir().expect("tempdir");
     let secret = "e2e-jail-secret-6d2a9c41f7";
     let cred = e2e::root_credential(world_dir.path(), "token", secret);
-    let (_http, http_port) = world(0, None);
+    let (_http, http_port) = e2e::http_world(e2e::World::default());
     // The HTTPS world's certificate needs the bottle's CA: start it after `up`.
     let https_port = {
         let l = std::net::TcpListener::bind("0.0.0.0:0").expect("port");
@@ -232,7 +191,11 @@ command = ["sleep", "infinity"]
     });
     let (crt, key) = cert_signed_by_the_bottle_ca(&b, &host, world_dir.path());
     // The port picked above (free again: its probe listener is gone).
-    let (_https, https_actual) = world(https_port, Some((&crt, &key)));
+    let (_https, https_actual) = e2e::http_world(e2e::World {
+        port: https_port,
+        tls: Some((&crt, &key)),
+        ..Default::default()
+    });
     let pack = workspace_root().join("tests/e2e/packs/x.fetch");
     b.cp(&[
         "packs",
@@ -258,7 +221,7 @@ command = ["sleep", "infinity"]
         for url in [&http_url, &https_url] {
             let got = &r[format!("{client} {url}")];
             assert_eq!(got["status"], 200, "{client} {url}: {got}");
-            assert_eq!(got["body"], "hello from the world", "{client} {url}: {got}");
+            assert_eq!(got["body"], e2e::WORLD_BODY, "{client} {url}: {got}");
         }
         let denied = &r[format!("{client} {denied_url}")];
         assert_eq!(
