@@ -22,7 +22,7 @@ use crate::output::{Output, Stream};
 use crate::reaper;
 use crate::relay::{self, Framer};
 use crate::signals;
-use crate::spawn::{spawn, SpawnSpec};
+use crate::spawn::{spawn, ChildSignals, Group, SpawnSpec};
 use crate::supervisor::{Action, Event, Supervisor};
 use crate::validate::Plan;
 
@@ -124,7 +124,8 @@ pub async fn run(
                             argv: &d.argv,
                             env: Some(&d.env),
                             user: d.user,
-                            new_session: true,
+                            group: Group::NewSession,
+                            signals: ChildSignals::Default,
                             capture: true,
                             harden: true,
                         };

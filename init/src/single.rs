@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::reaper::{self, ExitStatus};
-use crate::spawn::{kill_raw, spawn, SpawnSpec};
+use crate::spawn::{inherited_signals, kill_raw, spawn, ChildSignals, Group, SpawnSpec};
 
 /// Signals left unblocked: faults must keep their default action, and KILL/STOP can't be
 /// blocked anyway.
@@ -50,7 +50,8 @@ pub fn run(argv: &[OsString]) -> i32 {
         argv,
         env: None,
         user: None,
-        new_session: false,
+        group: Group::Foreground,
+        signals: ChildSignals::Restore(inherited_signals()),
         capture: false,
         harden: false,
     };

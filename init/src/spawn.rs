@@ -8,11 +8,12 @@
 //! here; on that path std reaps its own failed child synchronously, which cannot race the
 //! reaper because init supervises on a single thread.
 //!
-//! In the child, between fork and exec, only async-signal-safe calls run: `sigaction` and
-//! `sigprocmask` to give the program default signal dispositions and an empty mask (Rust
-//! ignores SIGPIPE and init blocks signals; children would inherit both), and `setsid` for its
-//! own session and process group. std drops privileges (setgroups, setgid, setuid) before our
-//! hook runs.
+//! In the child, between fork and exec, only async-signal-safe calls run: `setsid` (a
+//! daemon's own session) or `setpgid` + `tcsetpgrp` (the single command's own foreground
+//! process group), then `sigaction` and `sigprocmask` for its signal state — clean defaults
+//! for daemons, or exactly what init inherited for the single command ([`ChildSignals`]):
+//! Rust ignores SIGPIPE and init blocks signals, and no child may inherit either by accident.
+//! std drops privileges (setgroups, setgid, setuid) before our hook runs.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -37,8 +38,10 @@ pub struct SpawnSpec<'a, S: AsRef<OsStr>> {
     pub env: Option<&'a BTreeMap<String, String>>,
     /// Drop to this uid/gid before exec.
     pub user: Option<User>,
-    /// New session and process group (supervised daemons); otherwise stay in init's group.
-    pub new_session: bool,
+    /// The child's session and process group.
+    pub group: Group,
+    /// The child's signal dispositions and mask.
+    pub signals: ChildSignals,
     /// Pipe stdout/stderr back to init (and stdin from /dev/null); otherwise inherit all three.
     pub capture: bool,
     /// Supervised daemons: `no_new_privs` and no core dumps before exec (see
@@ -46,10 +49,93 @@ pub struct SpawnSpec<'a, S: AsRef<OsStr>> {
     pub harden: bool,
 }
 
+/// Where a child's process group is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// A new session and process group (supervised daemons: nothing of init's terminal).
+    NewSession,
+    /// A process group of its own in init's session, made the terminal's foreground group
+    /// when stdin is init's terminal (single-command mode, as tini and dumb-init do: job
+    /// control and signals to the group reach the command, not init).
+    Foreground,
+}
+
+/// Signal dispositions and a mask, as bit sets: bit `n - 1` stands for signal `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SignalState {
+    /// Signals set to `SIG_IGN`.
+    pub ignored: u64,
+    /// Signals in the mask.
+    pub blocked: u64,
+}
+
+/// What signal state a child starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildSignals {
+    /// Every disposition default, nothing blocked (supervised daemons: the same clean start
+    /// whatever started init).
+    Default,
+    /// These ignored and these blocked, every other disposition default (single-command
+    /// mode: what init itself was started with, see [`inherited_signals`]).
+    Restore(SignalState),
+}
+
+static INHERITED_IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static INHERITED_BLOCKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records the signal state init was started with. A constructor, so that it runs before
+/// Rust's runtime, which sets SIGPIPE to ignored and so hides whether the parent had.
+#[ctor::ctor(unsafe)]
+fn record_inherited_signals() {
+    let s = current_signals();
+    INHERITED_IGNORED.store(s.ignored, std::sync::atomic::Ordering::Relaxed);
+    INHERITED_BLOCKED.store(s.blocked, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The signal state init was started with (before its runtime or init changed anything).
+pub fn inherited_signals() -> SignalState {
+    SignalState {
+        ignored: INHERITED_IGNORED.load(std::sync::atomic::Ordering::Relaxed),
+        blocked: INHERITED_BLOCKED.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// Signals 1..=SIGRTMAX, at most 64 (bit sets are `u64`).
+fn signal_numbers() -> std::ops::RangeInclusive<libc::c_int> {
+    1..=libc::SIGRTMAX().min(64)
+}
+
+/// This process's signal state now. Only `sigaction` and `sigprocmask` queries.
+pub fn current_signals() -> SignalState {
+    let mut state = SignalState::default();
+    // SAFETY: `set` is initialised by sigemptyset before use, and sigprocmask with a null new
+    // set only reads the mask; `old` is plain data the kernel fills.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) == 0 {
+            for sig in signal_numbers() {
+                if libc::sigismember(&set, sig) == 1 {
+                    state.blocked |= 1 << (sig - 1);
+                }
+            }
+        }
+        for sig in signal_numbers() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                state.ignored |= 1 << (sig - 1);
+            }
+        }
+    }
+    state
+}
+
 /// A started child.
 #[derive(Debug)]
 pub struct Spawned {
-    /// Its pid (also its process group id with `new_session`).
+    /// Its pid (also its process group id).
     pub pid: i32,
     /// Read end of its stdout, when captured.
     pub stdout: Option<OwnedFd>,
@@ -81,7 +167,7 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
         cmd.stdout(Stdio::piped());
         cmd.stderr(Stdio::piped());
     }
-    let new_session = spec.new_session;
+    let (group, signals) = (spec.group, spec.signals);
     let harden = spec.harden;
     // Compiled before the fork (the child must not allocate).
     let filters: &'static [seccompiler::BpfProgram] = if harden {
@@ -90,13 +176,24 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
         &[]
     };
     // SAFETY: the hook runs in the forked child before exec and calls only async-signal-safe
-    // functions (sigaction via signal(), sigprocmask, setsid, prctl, setrlimit); it allocates
-    // nothing and takes no locks. `io::Error::last_os_error` only reads errno.
+    // functions (setsid, setpgid, tcsetpgrp, sigaction via signal(), sigprocmask, prctl,
+    // setrlimit); it allocates nothing and takes no locks. `io::Error::last_os_error` only
+    // reads errno.
     unsafe {
         cmd.pre_exec(move || {
-            default_signals()?;
-            if new_session && libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
+            // The group first: tcsetpgrp from a background group raises SIGTTOU, which init's
+            // mask (still in force here) blocks.
+            match group {
+                Group::NewSession => {
+                    if libc::setsid() < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Group::Foreground => own_foreground_group()?,
+            }
+            match signals {
+                ChildSignals::Default => default_signals()?,
+                ChildSignals::Restore(state) => restore_signals(state)?,
             }
             if harden {
                 crate::hardening::in_child(None)?;
@@ -123,19 +220,55 @@ pub fn spawn<S: AsRef<OsStr>>(spec: &SpawnSpec<'_, S>) -> io::Result<Spawned> {
 /// Default dispositions for every signal and an empty mask: Rust ignores SIGPIPE and init
 /// blocks signals, and a child must inherit neither. Async-signal-safe.
 fn default_signals() -> io::Result<()> {
+    restore_signals(SignalState::default())
+}
+
+/// `state`'s ignored signals ignored, every other disposition default, and `state`'s mask.
+/// Async-signal-safe.
+fn restore_signals(state: SignalState) -> io::Result<()> {
+    let bit = |set: u64, sig: libc::c_int| sig <= 64 && set & (1 << (sig - 1)) != 0;
     for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            let action = if bit(state.ignored, sig) {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
             // SAFETY: plain syscall wrapper; fails harmlessly (EINVAL) for signals the libc
             // reserves.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            unsafe { libc::signal(sig, action) };
         }
     }
-    // SAFETY: `empty` is a valid sigset_t initialised by sigemptyset before use.
+    // SAFETY: `mask` is a valid sigset_t initialised by sigemptyset before use.
     unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        for sig in 1..=libc::SIGRTMAX() {
+            if bit(state.blocked, sig) {
+                libc::sigaddset(&mut mask, sig);
+            }
+        }
+        if libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A process group of the child's own, made the foreground group of init's terminal when
+/// stdin is that terminal (no terminal, or another one: nothing to hand over, as tini).
+/// Async-signal-safe.
+fn own_foreground_group() -> io::Result<()> {
+    // SAFETY: plain syscall wrappers on this process and fd 0.
+    unsafe {
+        if libc::setpgid(0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::tcsetpgrp(0, libc::getpgrp()) != 0 {
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::ENXIO)) {
+                return Err(e);
+            }
         }
     }
     Ok(())

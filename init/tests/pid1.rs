@@ -146,3 +146,150 @@ fn single_command_mode_forwards_signals_and_reaps() {
         assert_eq!(f.code, Some(143), "{mode:?}: {}", f.err);
     }
 }
+
+/// A `/proc/<pid>/status` bit set field (`SigIgn`, `SigBlk`, …) of `status`.
+fn signal_field(status: &str, field: &str) -> u64 {
+    // The standard signals only: the libc keeps the first real-time ones for itself (and its
+    // sigaction refuses them), so their state is whatever the test runner had.
+    const STANDARD: u64 = (1 << 31) - 1;
+    STANDARD
+        & status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+fn bits(signals: &[i32]) -> u64 {
+    signals.iter().fold(0, |acc, s| acc | 1 << (s - 1))
+}
+
+/// As tini: the command starts with the signal dispositions and mask init itself was started
+/// with (its parent's choice), not with init's own (everything blocked) nor cleared ones.
+/// SIGPIPE is the telling case: Rust's runtime ignores it before `main`, so init must have
+/// recorded the parent's choice before that.
+#[test]
+fn single_command_mode_hands_the_command_the_signal_state_init_was_started_with() {
+    use std::os::unix::process::CommandExt;
+    let (sigint, sigpipe, sigttou, sigsegv, sigttin, sigusr1, sighup) = (
+        libc::SIGINT,
+        libc::SIGPIPE,
+        libc::SIGTTOU,
+        libc::SIGSEGV,
+        libc::SIGTTIN,
+        libc::SIGUSR1,
+        libc::SIGHUP,
+    );
+    for mode in [Mode::Subreaper, Mode::Pid1] {
+        for pipe_ignored in [false, true] {
+            let mut ignored = vec![sigint, sigttou, sigsegv];
+            if pipe_ignored {
+                ignored.push(sigpipe);
+            }
+            let blocked = vec![sigttin, sigusr1, sighup];
+            let (ign, blk) = (ignored.clone(), blocked.clone());
+            let init = Init::start_with(mode, &["--", "cat", "/proc/self/status"], &[], |cmd| {
+                // SAFETY: runs in the forked child before exec; sigaction and sigprocmask are
+                // async-signal-safe and nothing is allocated (the vectors were moved in).
+                unsafe {
+                    cmd.pre_exec(move || {
+                        for &sig in &ign {
+                            libc::signal(sig, libc::SIG_IGN);
+                        }
+                        let mut mask: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut mask);
+                        for &sig in &blk {
+                            libc::sigaddset(&mut mask, sig);
+                        }
+                        libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+                        Ok(())
+                    });
+                }
+            });
+            let f = init.finish(T);
+            assert_eq!(f.code, Some(0), "{mode:?}: {}", f.err);
+            let status = f.out_text();
+            assert_eq!(
+                signal_field(&status, "SigIgn"),
+                bits(&ignored),
+                "{mode:?}, SIGPIPE ignored by the parent: {pipe_ignored}: the ignored set"
+            );
+            assert_eq!(
+                signal_field(&status, "SigBlk"),
+                bits(&blocked),
+                "{mode:?}: the mask"
+            );
+        }
+    }
+}
+
+/// `/proc/<pid>/stat`: the pid, and the numeric fields after the command name and state:
+/// ppid, pgrp, session, tty_nr, tpgid, … (`fields[1]` is pgrp, `fields[4]` tpgid).
+fn stat_fields(stat: &str) -> (i64, Vec<i64>) {
+    let pid = stat
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stat:?}"));
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(-1))
+        .collect();
+    (pid, fields)
+}
+
+/// As tini and dumb-init: the command gets a process group of its own (so `kill 0`, job
+/// control and a terminal's ^C reach the command's group, not init), made the terminal's
+/// foreground group when init runs on one.
+#[test]
+fn single_command_mode_gives_the_command_its_own_foreground_process_group() {
+    for mode in [Mode::Subreaper, Mode::Pid1] {
+        // Without a terminal: its own group, not init's.
+        let init = Init::start(
+            mode,
+            &[
+                "--",
+                "/bin/sh",
+                "-c",
+                "cat /proc/self/stat; cat /proc/$$/stat; cat /proc/$PPID/stat",
+            ],
+            &[],
+        );
+        let f = init.finish(T);
+        assert_eq!(f.code, Some(0), "{mode:?}: {}", f.err);
+        let out = f.out_text();
+        let mut lines = out.lines();
+        let (cat, cat_fields) = stat_fields(lines.next().unwrap_or_default());
+        let (sh, sh_fields) = stat_fields(lines.next().unwrap_or_default());
+        let (init_pid, init_fields) = stat_fields(lines.next().unwrap_or_default());
+        assert_ne!(cat, sh);
+        assert_eq!(
+            sh_fields[1], sh,
+            "{mode:?}: the command leads its own process group: {out}"
+        );
+        assert_eq!(cat_fields[1], sh, "{mode:?}: {out}");
+        assert_ne!(
+            init_fields[1], sh,
+            "{mode:?}: init ({init_pid}) is not in it: {out}"
+        );
+
+        // On a terminal: that group is the terminal's foreground group.
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let init = Init::start_on_terminal(
+            mode,
+            &["--", "cat", "/proc/self/stat"],
+            std::fs::File::from(pty.slave),
+        );
+        let f = init.finish(T);
+        drop(pty.master);
+        assert_eq!(f.code, Some(0), "{mode:?} on a terminal: {}", f.err);
+        let (cat, fields) = stat_fields(f.out_text().trim());
+        assert_eq!(fields[1], cat, "{mode:?}: its own group on the terminal");
+        assert_eq!(
+            fields[4], cat,
+            "{mode:?}: the command's group is the terminal's foreground group"
+        );
+    }
+}

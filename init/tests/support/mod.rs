@@ -108,6 +108,14 @@ impl Finished {
 
 /// The environment every test init gets: nothing from the test runner except PATH.
 fn base_command(mode: Mode, args: &[&str]) -> Command {
+    let mut cmd = ungrouped_command(mode, args);
+    // Own process group, so a timeout can kill the whole tree.
+    cmd.process_group(0);
+    cmd
+}
+
+/// [`base_command`] still in the test's process group (for a caller that makes a session).
+fn ungrouped_command(mode: Mode, args: &[&str]) -> Command {
     let mut cmd = match mode {
         Mode::Pid1 => {
             let mut c = Command::new("unshare");
@@ -123,18 +131,50 @@ fn base_command(mode: Mode, args: &[&str]) -> Command {
     cmd.stdin(Stdio::null());
     cmd.stdout(Stdio::piped());
     cmd.stderr(Stdio::piped());
-    // Own process group, so a timeout can kill the whole tree.
-    cmd.process_group(0);
     cmd
 }
 
 impl Init {
     /// Starts `sidecar-init ARGS` with extra environment `env`.
     pub fn start(mode: Mode, args: &[&str], env: &[(&str, &str)]) -> Init {
+        Init::start_with(mode, args, env, |_| {})
+    }
+
+    /// [`Init::start`] with `prepare` changing the command first (stdin, a `pre_exec` hook).
+    pub fn start_with(
+        mode: Mode,
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Init {
         let mut cmd = base_command(mode, args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        prepare(&mut cmd);
+        Init::spawn(mode, cmd)
+    }
+
+    /// Starts `sidecar-init ARGS` in a session of its own whose controlling terminal is `tty`
+    /// (also its stdin).
+    pub fn start_on_terminal(mode: Mode, args: &[&str], tty: std::fs::File) -> Init {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = ungrouped_command(mode, args);
+        cmd.stdin(tty);
+        // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe syscalls; the session
+        // (also a process group) lets a timeout kill the whole tree.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Init::spawn(mode, cmd)
+    }
+
+    fn spawn(mode: Mode, mut cmd: Command) -> Init {
         let mut child = cmd.spawn().expect("spawn sidecar-init");
         let out = Captured::default();
         let err = Captured::default();
