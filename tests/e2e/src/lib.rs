@@ -96,6 +96,11 @@ impl Cmd {
         self.cmd.args(args);
         self
     }
+    /// Run in `dir`.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
     /// Set an environment variable.
     pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(k, v);

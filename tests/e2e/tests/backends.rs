@@ -544,7 +544,10 @@ fn compose_and_engine_backends_make_the_same_bottle_and_take_down_each_others() 
         argv.extend(extra.iter().map(|s| s.to_string()));
         argv
     };
+    // From the project dir, as a user runs compose there: docker-compose 1.29 resolves the
+    // seccomp profile's path against its working directory, not the compose file's.
     let ps = cmd(&compose[0])
+        .current_dir(&dir)
         .args(compose_args(&["ps"]))
         .run()
         .ok("compose ps of the Engine-made bottle");
@@ -556,6 +559,7 @@ fn compose_and_engine_backends_make_the_same_bottle_and_take_down_each_others() 
         );
     }
     cmd(&compose[0])
+        .current_dir(&dir)
         .args(compose_args(&["down", "--volumes", "--timeout", "10"]))
         .timeout(Duration::from_secs(120))
         .run()
