@@ -13,6 +13,7 @@
 //! | [`archive`] | safe tar / tar.gz extraction (every entry path checked, no links out) |
 //! | [`trust`] | the `trust.sha256` pack hash |
 //! | [`store`] | installed packs on disk (atomic, persistent) + shipped packs, in-memory registry |
+//! | [`reach`] | start-up check that `run_as` handlers can reach the pack and call dirs |
 //! | [`exec`] | one call: spawn, stdin/stdout/stderr, timeout, group kill, temp dir |
 //! | [`stderr`] | bounded stderr capture: tail for messages, lines to the log |
 //! | [`api`] | HTTP routes and the error-code mapping, for the agent and operator listeners |
@@ -27,6 +28,7 @@ pub mod config;
 pub mod exec;
 pub mod manifest;
 pub mod operator;
+pub mod reach;
 pub mod schema;
 pub mod spawner;
 pub mod stderr;
@@ -55,6 +57,9 @@ pub enum RunError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Handlers would run as `run_as` but cannot reach the pack files or call dirs.
+    #[error(transparent)]
+    Unreachable(#[from] reach::Unreachable),
     /// The operator listener's settings no longer check out (they did at config load).
     #[error("{0}")]
     Operator(String),
@@ -69,6 +74,29 @@ pub enum RunError {
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
+}
+
+/// Refuse to start when handlers run as `run_as` could not reach their files: installs would
+/// succeed (pack-exec is root) and every call would then fail.
+fn handlers_can_reach(
+    store: &store::Store,
+    config: &Config,
+    run_as: config::RunAs,
+) -> Result<(), RunError> {
+    let mut dirs = vec![
+        store.packs_root().to_path_buf(),
+        store.tmp_dir().to_path_buf(),
+    ];
+    if config.packs_dir.is_dir() {
+        dirs.push(config.packs_dir.clone());
+    }
+    for dir in dirs {
+        reach::check(&dir, run_as).map_err(|source| RunError::State {
+            path: dir.clone(),
+            source,
+        })??;
+    }
+    Ok(())
 }
 
 /// The operator listener, bound, with its token.
@@ -155,6 +183,9 @@ pub async fn run_with(
     } else {
         None
     };
+    if let (Some(run_as), None) = (run_as, &config.spawner) {
+        handlers_can_reach(&store, &config, run_as)?;
+    }
     let api = api::Api {
         runner: match &config.spawner {
             Some(socket) => exec::Runner::via_init(socket.clone()),

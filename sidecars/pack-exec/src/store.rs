@@ -170,6 +170,11 @@ impl Store {
         self.shipped.contains_key(name)
     }
 
+    /// Where installed packs live (`state_dir/packs`).
+    pub fn packs_root(&self) -> &Path {
+        &self.packs
+    }
+
     /// Where calls get their working directories.
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp

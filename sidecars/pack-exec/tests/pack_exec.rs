@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -662,7 +663,6 @@ async fn hostile_tarballs_write_nothing_outside() {
 /// A directory the handler (uid 65534 under root) can write pid files into.
 fn pid_dir() -> tempfile::TempDir {
     let dir = open_tempdir();
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     dir
 }
@@ -921,6 +921,49 @@ async fn shutdown_lets_in_flight_calls_finish() {
         assert_eq!(status, 200);
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["output"], json!({"done": true}));
+    })
+    .await
+}
+
+/// Run as root with `state_dir` under a `0700` directory, handlers (uid 65534) could not reach
+/// the installed packs: pack-exec refuses to start and names the directory and the fix, rather
+/// than accepting installs and failing every call with `Permission denied`.
+#[tokio::test]
+async fn as_root_a_state_dir_handlers_cannot_reach_is_refused_at_start_up() {
+    within(30, async {
+        let root = open_tempdir();
+        let private = root.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let state = private.join("state");
+        std::fs::create_dir(&state).unwrap();
+        let config = config(&state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_trigger, shutdown) = sidecars_common::shutdown::Shutdown::new();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(2),
+            pack_exec::run_with(listener, None, config, shutdown),
+        )
+        .await;
+        if !nix::unistd::geteuid().is_root() {
+            // Not root: handlers run as this uid, which reaches its own dirs; it serves.
+            assert!(outcome.is_err(), "pack-exec stopped: {outcome:?}");
+            return;
+        }
+        let err = outcome
+            .expect("pack-exec must refuse at once, not serve")
+            .expect_err("pack-exec must refuse an unreachable state_dir");
+        let msg = err.to_string();
+        let private = std::fs::canonicalize(&private).unwrap();
+        assert!(
+            msg.contains(&format!("{} is mode 0700", private.display())),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("chmod o+x {}", private.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("65534:65534"), "{msg}");
     })
     .await
 }
