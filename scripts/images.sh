@@ -4,7 +4,8 @@
 #
 #   1. static release binaries (musl) on the host, staged into prebuilt/ (the build context)
 #   2. Debian bookworm rootfs with mmdebstrap, cached as a tarball keyed by its inputs
-#   3. `docker import` of that rootfs as sidecar-bundle/debian-base:bookworm (also the test agent)
+#   3. `docker import` of that rootfs as sidecar-bundle/debian-base:bookworm, and on it
+#      sidecar-bundle/agent-test:<tag> (images/agent-test/: the demo agent and demo upstream)
 #   4. sidecar-bundle/sidecars:<tag>       from Dockerfile.sidecars
 #   5. sidecar-bundle/control-plane:<tag>  from Dockerfile.control-plane
 #
@@ -142,7 +143,15 @@ build_base() {
       "$base_tar" "$base_keyed"
   fi
   docker tag "$base_keyed" "$base_image"
-  docker tag "$base_keyed" "$repo/agent-test:$tag"
+}
+
+# The demo/test agent: the base plus bottle-mcp and demo-upstream (images/agent-test/).
+build_agent_test() {
+  local t0; t0=$(date +%s.%N)
+  step "      $repo/agent-test:$tag from images/agent-test/Dockerfile"
+  run build-agent-test docker build -f images/agent-test/Dockerfile -t "$repo/agent-test:$tag" \
+    --build-arg "BASE_IMAGE=$base_keyed" .
+  step "      done in $(elapsed "$t0")"
 }
 
 # ---- 4+5. the two images -------------------------------------------------------------------------
@@ -158,11 +167,11 @@ build_image() { # n dockerfile image
 }
 
 case "$only" in
-  base) build_base ;;
+  base) build_base; build_agent_test ;;
   sidecars) build_binaries; build_base; build_image 4 Dockerfile.sidecars "$repo/sidecars" ;;
   control-plane) build_binaries; build_base; build_image 5 Dockerfile.control-plane "$repo/control-plane" ;;
   all)
-    build_binaries; build_base
+    build_binaries; build_base; build_agent_test
     build_image 4 Dockerfile.sidecars "$repo/sidecars"
     build_image 5 Dockerfile.control-plane "$repo/control-plane"
     ;;

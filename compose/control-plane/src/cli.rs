@@ -319,6 +319,7 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
             print(&mut out, rendered.yaml.as_bytes());
         }
         Command::Up(args) => {
+            let example = args.manifest.is_none();
             let source = args.manifest.map(Source::File).unwrap_or(Source::Example);
             let report = ctl.up(source).await?;
             for note in &report.notes {
@@ -327,7 +328,14 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
             if args.json {
                 print_json(&mut out, &report);
             } else {
-                print(&mut out, up_text(&report).as_bytes());
+                let mut text = up_text(&report);
+                if example {
+                    text.push_str(&crate::try_it::text(
+                        &crate::try_it::Names::of(&report),
+                        &crate::try_it::invocation(),
+                    ));
+                }
+                print(&mut out, text.as_bytes());
             }
         }
         Command::Down(args) => {
@@ -497,7 +505,7 @@ pub fn up_text(r: &UpReport) -> String {
             .map(|h| format!(" ({h})"))
             .unwrap_or_default();
         t.push_str(&format!(
-            "  {:<9} {:<36} {}{health}\n",
+            "  {:<13} {:<36} {}{health}\n",
             s.service, s.container, s.state
         ));
     }

@@ -228,6 +228,23 @@ impl<R: Runtime> Controller<R> {
         if bundle.pack_exec_operator_token.is_some() {
             crate::secrets::ensure_operator_token(dir, owners)?;
         }
+        let generated = crate::secrets::ensure_generated_credentials(
+            dir,
+            bundle
+                .credentials
+                .iter()
+                .filter(|c| c.generated)
+                .map(|c| c.name.as_str()),
+            owners,
+        )?;
+        if !generated.is_empty() {
+            notes.push(format!(
+                "generated demo credential(s) {} into {} (random values known only to this bottle)",
+                generated.join(", "),
+                dir.join(bottle_compose::render::GENERATED_CREDENTIALS_DIR)
+                    .display()
+            ));
+        }
         if let Some(ca) = &bundle.ca {
             let outcome =
                 crate::ca::ensure(dir, ca, &bundle.slug, &self.settings.system_roots, owners)?;
@@ -296,6 +313,7 @@ impl<R: Runtime> Controller<R> {
                 .bundle
                 .credentials
                 .iter()
+                .filter(|c| !c.generated)
                 .map(|c| (c.name.as_str(), c.host_path.as_str())),
         )?;
         // The agent network's subnet: kept from the record, else a free one of the pool.

@@ -8,6 +8,10 @@
 //!   (the running pack-exec holds it); `down` deletes it with the project directory. The
 //!   control plane sends it as `Authorization: Bearer` to pack-exec's operator listener
 //!   (install, delete) and never logs it.
+//! - `secrets/credentials/NAME`: the value of each `credentials.NAME.generate` credential,
+//!   32 random bytes as 64 lowercase hex digits. Generated at the first `up`, kept across
+//!   re-ups, deleted by `down`; sidecar-init hands it to the daemons that use it, like a file
+//!   the operator provides.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +47,30 @@ pub fn ensure_operator_token(dir: &Path, owners: &mut Owners) -> Result<bool, Co
     let token = hex::encode(random(OPERATOR_TOKEN_BYTES)?);
     owners.write(&path, token.as_bytes(), ROOT, 0o400)?;
     Ok(true)
+}
+
+/// Make sure every generated credential has its value: kept when valid, generated otherwise;
+/// `root:root 0400` either way (the directory `0700`). Returns the names generated now.
+pub fn ensure_generated_credentials<'a>(
+    dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+    owners: &mut Owners,
+) -> Result<Vec<String>, ControlError> {
+    let mut generated = Vec::new();
+    for name in names {
+        ensure_dir(dir, owners)?;
+        let creds = dir.join(bottle_compose::render::GENERATED_CREDENTIALS_DIR);
+        owners.mkdir(&creds, ROOT, 0o700)?;
+        let path = creds.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|t| valid(&t)) {
+            owners.give(&path, ROOT, 0o400)?;
+            continue;
+        }
+        let value = hex::encode(random(OPERATOR_TOKEN_BYTES)?);
+        owners.write(&path, value.as_bytes(), ROOT, 0o400)?;
+        generated.push(name.to_string());
+    }
+    Ok(generated)
 }
 
 /// The bottle's operator token, read from its project directory.
@@ -139,6 +167,35 @@ mod tests {
             operator_token(tmp.path()).unwrap(),
             "one token per bottle"
         );
+    }
+
+    #[test]
+    fn generated_credentials_are_root_only_one_per_name_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut owners = Owners::required();
+        let made =
+            ensure_generated_credentials(tmp.path(), ["DEMO", "OTHER"], &mut owners).unwrap();
+        assert_eq!(made, ["DEMO", "OTHER"]);
+        let dir = tmp
+            .path()
+            .join(bottle_compose::render::GENERATED_CREDENTIALS_DIR);
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
+        let demo = std::fs::read_to_string(dir.join("DEMO")).unwrap();
+        let other = std::fs::read_to_string(dir.join("OTHER")).unwrap();
+        assert!(valid(&demo) && valid(&other) && demo != other);
+        let meta = std::fs::metadata(dir.join("DEMO")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 0, 0o400)
+        );
+        // Kept across re-ups.
+        assert!(
+            ensure_generated_credentials(tmp.path(), ["DEMO"], &mut owners)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("DEMO")).unwrap(), demo);
     }
 
     #[test]

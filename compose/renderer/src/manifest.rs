@@ -65,6 +65,10 @@ pub struct Manifest {
     /// Limits of each service and of pack handlers.
     #[serde(default)]
     pub resources: Resources,
+    /// A demo upstream service on the bottle's egress network (the default bottle's offline
+    /// stand-in for the outside world); absent in real bottles.
+    #[serde(default)]
+    pub demo_upstream: Option<DemoUpstream>,
     /// Sidecars image for this bottle (the `BOT_BOTTLE_SIDECAR_IMAGE` env var wins over it).
     #[serde(default)]
     pub sidecar_image: Option<String>,
@@ -118,6 +122,23 @@ pub struct DaemonSettings {
     pub env: BTreeMap<String, String>,
 }
 
+/// The demo upstream: a third service, on the egress network only, that answers HTTP on
+/// `:8080` (saying whether a credential arrived, never its value) and serves `demo.git` over
+/// `git://` on `:9418`, under the DNS name `demo-upstream`. The agent cannot reach it except
+/// through pipelock → egress, and git-gate. See docs/compose.md.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoUpstream {
+    /// Image holding the `demo-upstream` program (default: the agent-test image
+    /// `scripts/images.sh` builds).
+    #[serde(default = "default_demo_image")]
+    pub image: String,
+}
+
+fn default_demo_image() -> String {
+    "sidecar-bundle/agent-test:dev".to_string()
+}
+
 /// sidecar-init's restart policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -156,12 +177,20 @@ pub struct Route {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Where a credential comes from. Only files for now: the value never enters the manifest.
+/// Where a credential comes from: exactly one of `file` or `generate`. The value never enters
+/// the manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
     /// Absolute path of the file on the host holding the secret.
-    pub file: String,
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The control plane generates a random value into the bottle's project directory at the
+    /// first `up` (`secrets/credentials/NAME`, root-only) and keeps it until `down`: for demo
+    /// credentials and secrets only the bottle's own services share. Nobody outside the bottle
+    /// holds it, so it opens nothing real.
+    #[serde(default)]
+    pub generate: bool,
 }
 
 /// Where a `${vault:NAME}` placeholder may be substituted.

@@ -54,6 +54,13 @@ pub const RUN_SIDECARS_TMP: u64 = 16 << 20;
 pub const DEFAULT_OPERATOR_TOKEN_FILE: &str = "./secrets/pack-exec-operator-token";
 /// Compose stop grace of both services: sidecar-init finishes inside it (8 s budget).
 pub const STOP_GRACE: &str = "10s";
+/// Directory (relative to the project dir) of the values the control plane generates for
+/// `credentials.NAME.generate` (one file per name, root-only like every bundle secret).
+pub const GENERATED_CREDENTIALS_DIR: &str = "secrets/credentials";
+/// Name of the demo upstream service (`demo_upstream`), and its DNS name on the egress network.
+pub const DEMO_UPSTREAM: &str = "demo-upstream";
+/// The demo upstream's HTTP port.
+pub const DEMO_UPSTREAM_HTTP_PORT: u16 = 8080;
 /// Directory (relative to the project dir) the manifest's packs are copied into.
 pub const PACKS_DIR: &str = "packs";
 /// Named volume holding pack-exec's state.
@@ -204,8 +211,11 @@ pub struct ProjectFile {
 pub struct CredentialMount {
     /// The credential's name.
     pub name: String,
-    /// Absolute path on the host (from the manifest).
+    /// Absolute path on the host (from the manifest), or, when `generated`, a path relative to
+    /// the project dir (`./secrets/credentials/NAME`).
     pub host_path: String,
+    /// The control plane generates the value (`credentials.NAME.generate`).
+    pub generated: bool,
     /// Path in the sidecars container (`/run/secrets/bottle/<NAME>`), readable by
     /// sidecar-init only, which copies it to the daemons that declare it.
     pub target: String,
@@ -392,7 +402,11 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         .iter()
         .map(|(name, c)| CredentialMount {
             name: name.clone(),
-            host_path: c.file.clone(),
+            host_path: match &c.file {
+                Some(file) if !c.generate => file.clone(),
+                _ => format!("./{GENERATED_CREDENTIALS_DIR}/{name}"),
+            },
+            generated: c.generate,
             target: configs::credential_path(name),
         })
         .collect();
@@ -571,9 +585,27 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         ..hardened(&m.resources.agent, DEFAULT_AGENT_PIDS)
     };
 
+    let mut sidecars = sidecars;
+    let mut services = BTreeMap::new();
+    if let Some(demo) = &m.demo_upstream {
+        // git-gate fetches from it at start: start it first (it serves within ~0.1 s; a miss is
+        // retried on the agent's next clone or fetch).
+        sidecars.depends_on.insert(
+            DEMO_UPSTREAM.to_string(),
+            DependsOn {
+                condition: "service_started".to_string(),
+            },
+        );
+        services.insert(
+            DEMO_UPSTREAM.to_string(),
+            demo_upstream(demo, opts, slug, &egress),
+        );
+    }
+    services.insert(AGENT.to_string(), agent);
+    services.insert(SIDECARS.to_string(), sidecars);
     let project = Project {
         name: project_name(&opts.prefix, slug),
-        services: BTreeMap::from([(AGENT.to_string(), agent), (SIDECARS.to_string(), sidecars)]),
+        services,
         networks: BTreeMap::from([
             (
                 internal,
@@ -618,6 +650,33 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         credentials,
         seccomp_profile,
     })
+}
+
+/// The demo upstream service: on the egress network only, unprivileged, read-only, small.
+fn demo_upstream(
+    demo: &crate::manifest::DemoUpstream,
+    opts: &RenderOptions,
+    slug: &str,
+    egress: &str,
+) -> Service {
+    let limits = Limits {
+        cpus: None,
+        memory: Some("128m".to_string()),
+        pids: None,
+        tmp_size: None,
+    };
+    Service {
+        image: demo.image.clone(),
+        container_name: container_name(&opts.prefix, DEMO_UPSTREAM, slug),
+        hostname: Some(DEMO_UPSTREAM.to_string()),
+        // Reaps the git daemon's children.
+        init: Some(true),
+        command: Some(vec![DEMO_UPSTREAM.to_string()]),
+        labels: role_labels(slug, DEMO_UPSTREAM),
+        networks: BTreeMap::from([(egress.to_string(), ServiceNetwork::default())]),
+        tmpfs: vec![tmp(&limits, 32 << 20)],
+        ..hardened(&limits, 64)
+    }
 }
 
 /// A service's `/tmp` tmpfs: `resources.<service>.tmp_size` or `default` bytes, world-writable

@@ -328,11 +328,20 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
                 "is not a valid credential name ([A-Z][A-Z0-9_]*)",
             ));
         }
-        if !cred.file.starts_with('/') {
-            p.push(Problem::new(
+        match (&cred.file, cred.generate) {
+            (Some(file), false) if !file.starts_with('/') => p.push(Problem::new(
                 format!("{path}.file"),
-                format!("{:?} must be an absolute path on the host", cred.file),
-            ));
+                format!("{file:?} must be an absolute path on the host"),
+            )),
+            (Some(_), true) => p.push(Problem::new(
+                &path,
+                "has both `file` and `generate = true`: keep one (a file you provide, or a value the control plane generates)",
+            )),
+            (None, false) => p.push(Problem::new(
+                &path,
+                "needs `file = \"/absolute/path\"` (a file holding the secret) or `generate = true` (the control plane generates a demo value)",
+            )),
+            _ => {}
         }
         let used = m
             .routes

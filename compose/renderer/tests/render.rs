@@ -926,3 +926,56 @@ fn the_operator_token_is_mounted_only_with_pack_exec() {
         .iter()
         .all(|p| p.container_port != 9001));
 }
+
+/// The demo upstream is a third service on the egress network only: the agent shares no
+/// network with it, and it runs unprivileged and read-only; the sidecars start after it.
+#[test]
+fn the_demo_upstream_is_on_the_egress_network_only_unprivileged_and_started_first() {
+    use bottle_compose::render::DEMO_UPSTREAM;
+    let b = render(&manifest("[demo_upstream]\n"), &RenderOptions::default()).unwrap();
+    let p = &b.project;
+    assert_eq!(
+        p.services.keys().collect::<Vec<_>>(),
+        [AGENT, DEMO_UPSTREAM, SIDECARS]
+    );
+    let demo = &p.services[DEMO_UPSTREAM];
+    assert_eq!(demo.networks.keys().collect::<Vec<_>>(), ["demo-egress"]);
+    assert_eq!(demo.image, "sidecar-bundle/agent-test:dev");
+    assert_eq!(
+        demo.command.as_deref(),
+        Some(&["demo-upstream".to_string()][..])
+    );
+    assert_eq!(demo.user, "65534:65534");
+    assert!(demo.read_only && demo.cap_drop == ["ALL"] && demo.ports.is_empty());
+    assert_eq!(demo.container_name, "bot-bottle-demo-upstream-demo");
+    assert_eq!(
+        p.services[SIDECARS].depends_on[DEMO_UPSTREAM].condition,
+        "service_started"
+    );
+    // Not the agent's: it reaches the demo upstream only through the sidecars.
+    assert!(!p.services[AGENT].networks.contains_key("demo-egress"));
+    // Absent by default.
+    let plain = render(&manifest(""), &RenderOptions::default()).unwrap();
+    assert!(!plain.project.services.contains_key(DEMO_UPSTREAM));
+}
+
+/// A generated credential mounts from the project dir (the control plane writes it), an
+/// operator's from its absolute host path.
+#[test]
+fn a_generated_credential_mounts_from_the_project_dir() {
+    let m = manifest(
+        "daemons = [\"pipelock\", \"egress\"]\n[[allowlist]]\nhost = \"a.example\"\n[[routes]]\nhost = \"a.example\"\nheaders = { Authorization = \"Bearer ${vault:DEMO}\" }\n[credentials.DEMO]\ngenerate = true\n",
+    );
+    let b = render(&m, &RenderOptions::default()).unwrap();
+    let c = &b.credentials[0];
+    assert!(c.generated);
+    assert_eq!(c.host_path, "./secrets/credentials/DEMO");
+    assert!(b.project.services[SIDECARS]
+        .volumes
+        .iter()
+        .any(|v| matches!(
+            v,
+            Mount::Bind { source, target, read_only: true }
+                if source == "./secrets/credentials/DEMO" && target == "/run/secrets/bottle/DEMO"
+        )));
+}

@@ -406,3 +406,19 @@ fn unknown_resource_keys_are_named() {
     );
     assert_eq!(field, "resources.agent.pids");
 }
+
+#[test]
+fn a_credential_is_a_file_or_generated_never_both_or_neither() {
+    let base = "slug = \"a\"\ndaemons = [\"pipelock\", \"egress\"]\n[[allowlist]]\nhost = \"h.example\"\n[[routes]]\nhost = \"h.example\"\nheaders = { X = \"${vault:TOKEN}\" }\n";
+    let both = problems(&format!(
+        "{base}[credentials.TOKEN]\nfile = \"/etc/t\"\ngenerate = true\n{AGENT}"
+    ));
+    has(
+        &both,
+        "credentials.TOKEN: has both `file` and `generate = true`",
+    );
+    let neither = problems(&format!("{base}[credentials.TOKEN]\n{AGENT}"));
+    has(&neither, "credentials.TOKEN: needs `file = ");
+    let generated = format!("{base}[credentials.TOKEN]\ngenerate = true\n{AGENT}");
+    Manifest::parse(&generated, Some("t.toml")).expect("a generated credential is valid");
+}

@@ -443,3 +443,55 @@ fn a_hook_planted_in_the_mirror_is_never_run_and_the_push_is_still_scanned() {
     );
     assert_eq!(git::rev(&upstream, "refs/heads/main"), before);
 }
+
+/// An upstream that is not there when git-gate starts (a service still starting): the first
+/// clone after it appears gets the upstream's default branch checked out — git-gate points the
+/// mirror's HEAD at it on that refresh — rather than a HEAD naming a branch nobody has.
+#[test]
+fn an_upstream_unreachable_at_start_gets_its_default_branch_once_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = dir.path().join("later.git");
+    let gate = GitGate::start(
+        BIN,
+        dir.path(),
+        json!([{"name": "app", "upstream": upstream}]),
+        json!({"min_fetch_interval_s": 0}),
+    );
+    // Now the upstream appears, with a default branch no git default would guess.
+    git::ok(
+        dir.path(),
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=trunk",
+            upstream.to_str().unwrap(),
+        ],
+    );
+    let seed = dir.path().join("seed");
+    git::ok(
+        dir.path(),
+        &[
+            "init",
+            "--quiet",
+            "--initial-branch=trunk",
+            seed.to_str().unwrap(),
+        ],
+    );
+    git::commit_file(&seed, "README.md", "late\n", "initial");
+    git::ok(
+        &seed,
+        &["push", "--quiet", upstream.to_str().unwrap(), "trunk"],
+    );
+
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "late\n",
+        "the clone checked out the upstream's default branch"
+    );
+    assert_eq!(
+        git::ok(&work, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "trunk"
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -49,6 +50,10 @@ pub struct Mirror {
     pub credential_file: Option<PathBuf>,
     /// When the last fetch was attempted; the lock also coalesces concurrent refreshes.
     last_fetch: Mutex<Option<Instant>>,
+    /// HEAD follows the upstream's default branch. Until it does (the upstream was unreachable
+    /// at start), every successful refresh tries again: otherwise the agent's clones would find
+    /// HEAD naming a branch the upstream does not have and check nothing out.
+    head_known: AtomicBool,
     timeout: Duration,
 }
 
@@ -75,6 +80,7 @@ impl Mirror {
             credential_file: credential_path(&repo, credentials_dir),
             repo,
             last_fetch: Mutex::new(None),
+            head_known: AtomicBool::new(false),
             timeout,
         }
     }
@@ -155,7 +161,7 @@ impl Mirror {
                 .filter(|r| r.starts_with("refs/heads/"))
         });
         if let Some(target) = target {
-            if let Err(err) = git(
+            match git(
                 &self.path,
                 ["symbolic-ref", "HEAD", target],
                 &[],
@@ -163,7 +169,8 @@ impl Mirror {
             )
             .await
             {
-                tracing::warn!(repo = %self.repo.name, %err, "cannot set HEAD");
+                Ok(_) => self.head_known.store(true, Ordering::Relaxed),
+                Err(err) => tracing::warn!(repo = %self.repo.name, %err, "cannot set HEAD"),
             }
         }
     }
@@ -198,8 +205,12 @@ impl Mirror {
         if last.is_some_and(|t| t.elapsed() < min_interval) {
             return;
         }
-        if let Err(err) = self.fetch().await {
-            tracing::warn!(repo = %self.repo.name, %err, "upstream fetch failed; serving the mirror as it is");
+        match self.fetch().await {
+            Ok(()) if !self.head_known.load(Ordering::Relaxed) => self.set_head().await,
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(repo = %self.repo.name, %err, "upstream fetch failed; serving the mirror as it is")
+            }
         }
         *last = Some(Instant::now());
     }
