@@ -305,6 +305,7 @@ impl<R: Runtime> Controller<R> {
     }
 
     async fn up_rendered(&self, rendered: Rendered) -> Result<UpReport, ControlError> {
+        let started = Instant::now();
         let slug = rendered.bundle.slug.clone();
         let dir = self.state.bottle_dir(&slug);
         // Before anything is asked of Docker, written or started.
@@ -326,6 +327,7 @@ impl<R: Runtime> Controller<R> {
         } else {
             self.render_loaded(rendered.loaded, subnet)?
         };
+        let t = crate::timing::phase("check credentials, choose the subnet", started);
         let mut owners = Owners::required();
         let mut notes = self.write_dir(&rendered, &dir, &mut owners)?;
         // Every backend gets the same file on disk: what `GET …/compose.yaml` serves and what
@@ -363,11 +365,22 @@ impl<R: Runtime> Controller<R> {
                     .to_string(),
             ),
         }
+        let t = crate::timing::phase("write the project dir, host guard", t);
         let deadline = Instant::now() + self.settings.up_timeout;
         self.runtime
             .up(&rendered.bundle.project, &dir, self.settings.up_timeout)
             .await?;
-        let bottle = self.wait_healthy(&record, deadline).await?;
+        let t = crate::timing::phase("runtime up (agent started)", t);
+        let probe = rendered
+            .bundle
+            .project
+            .services
+            .get(bottle_compose::render::SIDECARS)
+            .and_then(|s| s.healthcheck.as_ref())
+            .and_then(|h| crate::runtime::healthcheck_argv(&h.test));
+        let bottle = self.wait_healthy(&record, deadline, probe).await?;
+        crate::timing::phase("wait until the bottle reports healthy", t);
+        crate::timing::phase("up in all", started);
         let names: Vec<String> = enabled_daemons(&rendered.loaded.manifest)
             .iter()
             .map(|d| d.name().to_string())
@@ -385,14 +398,33 @@ impl<R: Runtime> Controller<R> {
         })
     }
 
+    /// Wait until the bottle is running with healthy sidecars. While Docker still says
+    /// `starting`, the sidecars' healthcheck command (`probe`) is run here too: Docker runs its
+    /// first check only one `interval` after the start, the bundle is ready well before, and
+    /// the same command passing is the same answer (the summary then says `healthy`).
     async fn wait_healthy(
         &self,
         record: &BottleRecord,
         deadline: Instant,
+        probe: Option<Vec<String>>,
     ) -> Result<BottleSummary, ControlError> {
+        let sidecars = bottle_compose::render::SIDECARS;
         loop {
-            let services = self.runtime.containers(&record.project).await?;
-            let state = BottleState::of(&services);
+            let mut services = self.runtime.containers(&record.project).await?;
+            let mut state = BottleState::of(&services);
+            if let (BottleState::Starting, Some(argv)) = (state, &probe) {
+                let passed = self
+                    .runtime
+                    .exec(&record.project, sidecars, argv, None)
+                    .await
+                    .is_ok_and(|out| out.code == 0);
+                if passed {
+                    for s in services.iter_mut().filter(|s| s.service == sidecars) {
+                        s.health = Some("healthy".to_string());
+                    }
+                    state = BottleState::of(&services);
+                }
+            }
             let summary = BottleSummary {
                 slug: record.slug.clone(),
                 project: record.project.clone(),
@@ -430,7 +462,8 @@ impl<R: Runtime> Controller<R> {
                 ))
                 .into());
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let pause = if probe.is_some() { 20 } else { 200 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 

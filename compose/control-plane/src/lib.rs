@@ -20,6 +20,7 @@
 //! | [`credentials`] | the operator's credential files, checked at `up` (root-owned, no group/other bits) |
 //! | [`approvals`] | supervise's approval queue, through `supervise-ctl` in the sidecars container |
 //! | [`server`] | `serve`: the HTTP API over the same controller (routes, bearer auth) |
+//! | [`timing`] | one trace line per phase of `up` (where the time goes) |
 //! | [`try_it`] | the "try it" commands `up` prints for the default bottle |
 //! | [`cli`] | argh definitions and output formatting |
 #![deny(missing_docs)]
@@ -41,4 +42,5 @@ pub mod secrets;
 pub mod server;
 pub mod source;
 pub mod state;
+pub mod timing;
 pub mod try_it;

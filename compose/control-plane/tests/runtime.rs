@@ -164,3 +164,76 @@ async fn both_backends_exec_as_the_user_asked_for() {
         );
     }
 }
+
+/// The Engine backend meets `service_healthy` when the service's own healthcheck command
+/// passes, not only when Docker's status says so: Docker runs its first check one `interval`
+/// after the start (here an hour), and `up` still starts the dependent at once. Docker's own
+/// status is still `starting` when it does — so nothing but the backend's probe can have let
+/// it through.
+#[tokio::test]
+async fn the_engine_backend_starts_a_dependent_once_the_healthcheck_command_passes() {
+    if !docker_available() {
+        return;
+    }
+    let slug = format!("cp-probe-{}", std::process::id() % 100_000);
+    let manifest = bottle_compose::Manifest::parse(
+        &format!("slug = \"{slug}\"\n[agent]\nimage = \"{IMAGE}\"\ncommand = [\"sleep\", \"infinity\"]\n"),
+        Some("t.toml"),
+    )
+    .expect("manifest");
+    let mut bundle = bottle_compose::render(&manifest, &bottle_compose::RenderOptions::default())
+        .expect("render");
+    let sidecars = bundle
+        .project
+        .services
+        .get_mut("sidecars")
+        .expect("sidecars");
+    // A stand-in with the same wiring: the test image, a trivially passing check, an hour apart.
+    sidecars.image = IMAGE.to_string();
+    sidecars.command = Some(vec!["sleep".into(), "infinity".into()]);
+    sidecars.user = "65534:65534".into();
+    sidecars.volumes.clear();
+    sidecars.ports.clear();
+    sidecars.cap_add.clear();
+    sidecars.security_opt.retain(|o| !o.starts_with("seccomp="));
+    sidecars.healthcheck = Some(bottle_compose::model::Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        interval: "1h".into(),
+        timeout: "5s".into(),
+        retries: 3,
+        start_period: "1h".into(),
+    });
+    bundle.project.volumes.clear();
+    let project = bundle.project.clone();
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::new(None);
+    struct Down<'a>(&'a Engine, String);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let (engine, project) = (self.0, self.1.clone());
+            let _ = std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Runtime::new()
+                        .map(|rt| rt.block_on(engine.down(&project, None)))
+                })
+                .join()
+            });
+        }
+    }
+    let _down = Down(&engine, project.name.clone());
+    engine
+        .up(&project, dir.path(), std::time::Duration::from_secs(30))
+        .await
+        .expect("up: the dependent starts although Docker has not checked yet");
+    let agent = &project.services["agent"].container_name;
+    let side = &project.services["sidecars"].container_name;
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", agent]),
+        "true"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Health.Status}}", side]),
+        "starting",
+        "Docker's own first check is an hour away"
+    );
+}

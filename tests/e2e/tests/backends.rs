@@ -329,7 +329,16 @@ fn volume_view(v: &Value) -> Value {
 
 /// Everything Docker reports about the bottle, normalised (the state dir path is replaced, so
 /// two runs in different temporary directories compare equal).
+///
+/// `up` may return before Docker's own first healthcheck (the control plane runs the same
+/// check itself, back to back): the snapshot waits for Docker's status to catch up, so the
+/// two backends' health states compare.
 fn snapshot(b: &Bottle) -> Value {
+    e2e::wait_until(
+        "Docker reports the sidecars healthy",
+        Duration::from_secs(30),
+        || b.inspect(&b.sidecars(), "{{.State.Health.Status}}") == "healthy",
+    );
     let containers = inspect(&["inspect"], &[b.sidecars(), b.agent()]);
     let networks = project_ids(&["network", "ls"], &b.project);
     let volumes = project_ids(&["volume", "ls"], &b.project);

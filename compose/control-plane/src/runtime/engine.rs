@@ -85,6 +85,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Health polling interval while `up` waits for a dependency.
 const POLL: Duration = Duration::from_millis(250);
+/// Pause between two runs of a healthcheck command while a dependent waits on it.
+const PROBE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Inspections in flight at once when listing containers.
 const INSPECT_CONCURRENCY: usize = 16;
@@ -381,12 +383,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Create (or keep, or replace) and start one service's container.
-    async fn apply_container(
+    /// Create (or keep, or replace) one service's container and attach its networks, without
+    /// starting it. Returns its id when it still has to be started.
+    ///
+    /// Why apart from starting: every container of the bottle is prepared at once, while the
+    /// first ones start and get ready; a dependent then only has to be started once its
+    /// dependencies meet their condition (what compose guarantees: nothing of it *runs* before).
+    async fn prepare_container(
         &self,
         project: &str,
         plan: &ContainerPlan,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<String>, RuntimeError> {
         let docker = self.docker().await?;
         let image = plan.body.image.clone().unwrap_or_default();
         let image_id = self.image_id(&image).await?;
@@ -418,12 +425,9 @@ impl Engine {
                     .unwrap_or(false);
                 if !running {
                     self.connect_networks(&id, plan).await?;
-                    docker
-                        .start_container(&id, None)
-                        .await
-                        .map_err(|e| self.err(format!("start container {}", plan.name), e))?;
+                    return Ok(Some(id));
                 }
-                return Ok(());
+                return Ok(None);
             }
             tracing::info!(container = %plan.name, "configuration or image changed: recreating");
             self.stop_and_remove(&id).await?;
@@ -440,18 +444,65 @@ impl Engine {
             tracing::warn!(container = %plan.name, "{warning}");
         }
         self.connect_networks(&created.id, plan).await?;
-        docker
-            .start_container(&created.id, None)
+        Ok(Some(created.id))
+    }
+
+    async fn start(&self, id: &str, plan: &ContainerPlan) -> Result<(), RuntimeError> {
+        self.docker()
+            .await?
+            .start_container(id, None)
             .await
             .map_err(|e| self.err(format!("start container {}", plan.name), e))
     }
 
+    /// Run a service's healthcheck command in its container once, the way Docker's healthcheck
+    /// does (`CMD` argv, or `CMD-SHELL` through `/bin/sh -c`): whether it exited 0.
+    ///
+    /// Why: Docker runs the first check only one `interval` after the start (Docker < 25 has no
+    /// `start_interval`), so a dependent waiting for Docker's `healthy` waits about a second
+    /// for a bundle that is ready in ~0.2 s. Running the same command back to back while a
+    /// dependent waits gives the same answer, as soon as it is true.
+    async fn probe_health(&self, container: &str, test: &[String]) -> bool {
+        let Some(argv) = super::healthcheck_argv(test) else {
+            return false;
+        };
+        let Ok(docker) = self.docker().await else {
+            return false;
+        };
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(argv),
+            ..Default::default()
+        };
+        let Ok(created) = docker.create_exec(container, config).await else {
+            return false;
+        };
+        if let Ok(StartExecResults::Attached { mut output, .. }) =
+            docker.start_exec(&created.id, None).await
+        {
+            while let Some(Ok(_)) = output.next().await {}
+        }
+        for _ in 0..100 {
+            match docker.inspect_exec(&created.id).await {
+                Ok(info) if info.running != Some(true) => return info.exit_code == Some(0),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// Wait until `dependency`'s container meets `condition` (compose's `depends_on`
     /// conditions), or fail with what its healthcheck last said.
+    ///
+    /// For `service_healthy` the service's own healthcheck command (`test`) is also run back to
+    /// back while waiting ([`Engine::probe_health`]); its first success meets the condition.
     async fn wait_for(
         &self,
         container: &str,
         condition: &str,
+        test: Option<&[String]>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
@@ -461,6 +512,16 @@ impl Engine {
             })?;
             match dependency_state(&info, condition) {
                 DependencyState::Met => return Ok(()),
+                DependencyState::Waiting(_)
+                    if condition == "service_healthy"
+                        && is_running(&info)
+                        && match test {
+                            Some(test) => self.probe_health(container, test).await,
+                            None => false,
+                        } =>
+                {
+                    return Ok(())
+                }
                 DependencyState::Failed(why) => {
                     return Err(RuntimeError::Unhealthy(format!(
                         "container {container} {why} (see `docker logs {container}`)"
@@ -476,7 +537,12 @@ impl Engine {
                     }
                 }
             }
-            tokio::time::sleep(POLL).await;
+            let pause = if condition == "service_healthy" && test.is_some() {
+                PROBE_PAUSE
+            } else {
+                POLL
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -486,7 +552,8 @@ impl Engine {
         dir: &Path,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         // Validate everything before touching Docker.
         let order = start_order(project)?;
         let plans = order
@@ -494,23 +561,54 @@ impl Engine {
             .map(|s| plan_container(project, s, dir))
             .collect::<Result<Vec<_>, _>>()?;
         write_compose_files(project, dir)?;
-        for (key, network) in &project.networks {
+        // Independent of each other: at once.
+        let networks = project.networks.iter().map(|(key, network)| {
             self.ensure_network(network_request(&project.name, key, network))
-                .await?;
+        });
+        for result in futures_util::future::join_all(networks).await {
+            result?;
         }
+        let t = crate::timing::phase("engine: networks", started);
         for (key, volume) in &project.volumes {
             self.ensure_volume(volume_request(&project.name, key, volume))
                 .await?;
         }
         self.remove_orphans(project).await?;
-        for plan in &plans {
+        let t = crate::timing::phase("engine: volumes, orphans", t);
+        // Every container is created (not started) at once; then each is started in order,
+        // once its dependencies meet their condition.
+        let prepared = plans
+            .iter()
+            .map(|plan| self.prepare_container(&project.name, plan));
+        let mut pending = Vec::new();
+        for result in futures_util::future::join_all(prepared).await {
+            pending.push(result?);
+        }
+        let mut t = crate::timing::phase("engine: create every container", t);
+        for (plan, id) in plans.iter().zip(pending) {
             let service = &project.services[&plan.service];
             for (dependency, condition) in &service.depends_on {
-                let container = &project.services[dependency].container_name;
-                self.wait_for(container, &condition.condition, deadline, timeout)
-                    .await?;
+                let dependency = &project.services[dependency];
+                let test = dependency.healthcheck.as_ref().map(|h| h.test.as_slice());
+                self.wait_for(
+                    &dependency.container_name,
+                    &condition.condition,
+                    test,
+                    deadline,
+                    timeout,
+                )
+                .await?;
             }
-            self.apply_container(&project.name, plan).await?;
+            if !service.depends_on.is_empty() {
+                t = crate::timing::phase(
+                    &format!("engine: {} waits for its dependencies", plan.service),
+                    t,
+                );
+            }
+            if let Some(id) = id {
+                self.start(&id, plan).await?;
+                t = crate::timing::phase(&format!("engine: start {}", plan.service), t);
+            }
         }
         Ok(())
     }
@@ -769,7 +867,7 @@ impl Runtime for Engine {
                         stderr,
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
         tokio::time::timeout(EXEC_TIMEOUT, run)
@@ -1316,6 +1414,10 @@ fn with_alias(aliases: &[String], extra: &str) -> Vec<String> {
         all.insert(1.min(all.len()), extra.to_string());
     }
     all
+}
+
+fn is_running(info: &ContainerInspectResponse) -> bool {
+    info.state.as_ref().and_then(|s| s.running).unwrap_or(false)
 }
 
 /// Where a dependency stands with respect to a `depends_on` condition.

@@ -532,3 +532,39 @@ mod tests {
         );
     }
 }
+
+/// The argv that runs a compose healthcheck `test` the way Docker does: `CMD` is the argv,
+/// `CMD-SHELL` goes through `/bin/sh -c`; `NONE` and anything else have none.
+pub fn healthcheck_argv(test: &[String]) -> Option<Vec<String>> {
+    match test.split_first() {
+        Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
+        Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => {
+            Some(vec!["/bin/sh".into(), "-c".into(), rest.join(" ")])
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod healthcheck_tests {
+    use super::healthcheck_argv;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn healthcheck_tests_become_the_argv_docker_runs() {
+        assert_eq!(
+            healthcheck_argv(&v(&["CMD", "/sidecar-init", "health"])),
+            Some(v(&["/sidecar-init", "health"]))
+        );
+        assert_eq!(
+            healthcheck_argv(&v(&["CMD-SHELL", "curl -f localhost"])),
+            Some(v(&["/bin/sh", "-c", "curl -f localhost"]))
+        );
+        assert_eq!(healthcheck_argv(&v(&["NONE"])), None);
+        assert_eq!(healthcheck_argv(&v(&["CMD"])), None);
+        assert_eq!(healthcheck_argv(&[]), None);
+    }
+}
