@@ -134,6 +134,9 @@ fn serve(args: ServeArgs, state: StateDir, settings: Settings) -> anyhow::Result
             let runtime = select(env).await?;
             match runtime.describe().await {
                 Ok(d) => tracing::info!(runtime = %d, state_dir = %state.root().display(), "control plane starting"),
+                // Cannot reach Docker at all (no socket, no permission): refuse with the fix
+                // rather than serve 503s. A runtime lost later still answers 503.
+                Err(e) if e.is_unreachable() => return Err(ControlError::from(e).into()),
                 Err(e) => tracing::warn!(error = %e, state_dir = %state.root().display(), "control plane starting; the runtime is not usable yet (requests will answer 503)"),
             }
             let ctl = Arc::new(Controller::new(runtime, state, settings));

@@ -400,3 +400,67 @@ fn the_control_plane_image_runs_bottles_over_http() {
     assert!(remaining.is_empty(), "state left behind: {remaining:?}");
     assert_eq!(cp.json("/v1/bottles")["bottles"], serde_json::json!([]));
 }
+
+/// The image run the conventional way, as its own non-root user: without the socket's group it
+/// refuses to start and says which `--group-add` fixes it; with that group it serves.
+#[test]
+fn the_control_plane_image_names_the_socket_group_it_needs_and_serves_with_it() {
+    if !require_docker() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata("/var/run/docker.sock")
+        .expect("the Docker socket")
+        .gid()
+        .to_string();
+    let name = format!("e2e-cp-group-{}", std::process::id() % 100_000);
+    let _gone = e2e::WorldContainer(name.clone());
+    let _ = run("docker", &["rm", "-f", &name]);
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            "CONTROL_PLANE_TOKEN=e2e-token-group-0123456789",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-p",
+            "127.0.0.1::8080",
+        ];
+        args.extend_from_slice(extra);
+        args.push(IMAGE);
+        run("docker", &args).ok("docker run control-plane");
+    };
+    // No group: the default user (65532) cannot use the socket.
+    base(&[]);
+    wait_until("the control plane exits", Duration::from_secs(20), || {
+        run("docker", &["inspect", "-f", "{{.State.Running}}", &name])
+            .stdout
+            .trim()
+            == "false"
+    });
+    let code = run("docker", &["inspect", "-f", "{{.State.ExitCode}}", &name]);
+    assert_ne!(code.stdout.trim(), "0", "it must refuse, not exit cleanly");
+    let logs = run("docker", &["logs", &name]);
+    let all = format!("{}{}", logs.stdout, logs.stderr);
+    assert!(all.contains(&format!("--group-add {gid}")), "{all}");
+    assert!(all.contains("permission denied"), "{all}");
+    run("docker", &["rm", "-f", &name]).ok("rm");
+    // With the socket's group it serves, still as 65532.
+    base(&["--group-add", &gid]);
+    let port = run("docker", &["port", &name, "8080/tcp"]);
+    let addr = port
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    wait_until("the control plane answers", Duration::from_secs(20), || {
+        run("curl", &["-fsS", &format!("http://{addr}/healthz")]).code == 0
+    });
+    let user = run("docker", &["inspect", "-f", "{{.Config.User}}", &name]);
+    assert_eq!(user.stdout.trim(), "65532:65532");
+}

@@ -1579,6 +1579,11 @@ fn is_not_found(e: &DockerError) -> bool {
 /// [`RuntimeError::Unreachable`] with what to check, the rest as [`RuntimeError::Engine`].
 fn engine_error(socket: &str, op: String, e: DockerError) -> RuntimeError {
     if let Some(why) = unreachable_reason(&e) {
+        let why = if why.starts_with("permission denied") {
+            socket_access_hint(socket).unwrap_or(why)
+        } else {
+            why
+        };
         return RuntimeError::Unreachable(format!(
             "cannot reach the Docker Engine at {socket}: {why}"
         ));
@@ -1614,6 +1619,29 @@ fn unreachable_reason(e: &DockerError) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// For a refused socket: who may use it and who we are, with the fix. The non-root way to run
+/// the control-plane image is the socket's group (`--group-add <gid>`), which only the host
+/// knows; so say it.
+fn socket_access_hint(socket: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(socket).ok()?;
+    let groups: Vec<String> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.as_raw().to_string())
+        .collect();
+    Some(format!(
+        "permission denied: the socket is owned by {}:{} with mode {:04o}, and this process runs as uid {} gid {} (supplementary groups: [{}]). Give it the socket's group: `docker run --group-add {} ...` for the control-plane image (or `usermod -aG` on a host), or run it as root",
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o7777,
+        nix::unistd::geteuid(),
+        nix::unistd::getegid(),
+        groups.join(", "),
+        meta.gid()
+    ))
 }
 
 fn is_connect_kind(kind: std::io::ErrorKind) -> bool {
