@@ -167,6 +167,58 @@ fn the_default_bottle_runs_every_guard_offline_and_every_printed_command_works()
     assert_eq!(token.len(), 64, "a 32-byte hex value");
     assert_root_only(&token_file);
 
+    // The demo upstream is the sidecars' world, not the agent's: without the proxy the agent
+    // can neither resolve it nor reach its address.
+    let agent = format!("{prefix}-agent-example");
+    let demo_ip = cmd("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &format!("{prefix}-demo-upstream-example"),
+        ])
+        .run()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(!demo_ip.is_empty(), "the demo upstream has an address");
+    for target in ["demo-upstream", demo_ip.as_str()] {
+        let direct = cmd("docker")
+            .args([
+                "exec",
+                &agent,
+                "curl",
+                "-sS",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "3",
+                &format!("http://{target}:8080/"),
+            ])
+            .run();
+        assert_ne!(
+            direct.code, 0,
+            "the agent reached {target} directly: {direct:?}"
+        );
+        assert!(!direct.stdout.contains("demo-upstream"), "{direct:?}");
+    }
+    // Its SSRF exemption (Docker's address pools) opens no other private host: through the
+    // proxy, an address in those pools is still refused by the allowlist.
+    let private = cmd("docker")
+        .args([
+            "exec",
+            &agent,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{demo_ip}:8080/"),
+        ])
+        .run();
+    assert!(
+        private.stdout.contains("host not on allowlist"),
+        "a private address through the proxy: {private:?}"
+    );
     let printed = commands(&up.stdout);
     assert_eq!(
         printed.len(),
@@ -230,7 +282,6 @@ fn the_default_bottle_runs_every_guard_offline_and_every_printed_command_works()
             id = Some(approval_id(&out));
         }
         if expect.marker == "approvals approve" {
-            let agent = format!("{prefix}-agent-example");
             let id = id.as_deref().unwrap_or_default();
             let seen = cmd("docker")
                 .args(["exec", &agent, "bottle-mcp", "get-approval", id])
