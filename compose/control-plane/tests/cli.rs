@@ -497,11 +497,12 @@ fn serve_refuses_to_start_without_a_usable_token() {
 fn serve_without_auth_says_so_in_every_line_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
+    let socket = failing_docker_socket(tmp.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
         .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
         .env("BOT_BOTTLE_STATE_DIR", tmp.path())
         .env("BOT_BOTTLE_RUNTIME", "engine")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
         .env_remove("CONTROL_PLANE_TOKEN")
         .env_remove("SIDECARS_LOG_FORMAT")
         .env_remove("SIDECARS_LOG")
@@ -541,4 +542,53 @@ fn serve_without_auth_says_so_in_every_line_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A unix socket that answers every HTTP request with `500`: a Docker that is there but
+/// failing (serve starts and answers 503 per request), unlike a missing one (serve refuses).
+fn failing_docker_socket(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::{Read, Write};
+    let path = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0
+                        || conn
+                            .write_all(
+                                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+                            )
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    path
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_reachable_docker_socket_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CONTROL_PLANE_TOKEN", "a-token-of-sixteen-bytes-or-more")
+        .env("BOT_BOTTLE_STATE_DIR", tmp.path())
+        .env("BOT_BOTTLE_RUNTIME", "engine")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "cannot reach the Docker Engine at /nonexistent/docker.sock: the socket does not exist"
+        ),
+        "{err}"
+    );
 }
