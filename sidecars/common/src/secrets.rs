@@ -283,6 +283,10 @@ pub static RULES: &[Rule] = &[
         0,
         entropy
     ),
+    // An identifier ending in a credential word, an assignment, a value. The word starts the
+    // identifier, follows a `_`/`-`/`.` part (`DB_PASSWORD`, `app.secret`), or starts a camelCase
+    // hump (`dbPassword`, `myServiceToken`); the assignment is `=`, `:`, `:=`, `=>`, a closing
+    // `>` (`<apiToken>…`) or a `,` between quoted arguments (`setProperty("X_TOKEN", "…")`).
     rule!(
         "generic-secret",
         [
@@ -294,7 +298,16 @@ pub static RULES: &[Rule] = &[
             "credential",
             "auth"
         ],
-        r#"(?i)(?:^|[^a-z0-9_])((?:[a-z0-9]+[_\-])*(?:api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|bearer[_\-]?token|client[_\-]?secret|token|secret|password|passwd|pwd|credentials?|auth))["']?\s*(?:[:=]|:=|=>)\s*["']?([^\s"'&,;<>\\]{16,256})"#,
+        r#"(?:^|[^A-Za-z0-9_])((?:[A-Za-z0-9]+[_.\-])*(?:[A-Za-z0-9]*[a-z0-9](?:A(?i:pi[_\-]?key|ccess[_\-]?key|ccess[_\-]?token|uth[_\-]?token|uth)|S(?i:ecret[_\-]?key|ecret)|P(?i:rivate[_\-]?key|assword|asswd|wd)|R(?i:efresh[_\-]?token)|B(?i:earer[_\-]?token)|C(?i:lient[_\-]?secret|redentials?)|T(?i:oken))|(?i:api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|bearer[_\-]?token|client[_\-]?secret|token|secret|password|passwd|pwd|credentials?|auth)))["']?\s*(?:[:=]|:=|=>|>|,\s*["'])\s*["']?([^\s"'&,;<>\\]{16,256})"#,
+        0,
+        entropy
+    ),
+    // A password on a command line: `curl -u user:pass`, `--user user:pass`. A credential even
+    // when it is not random (like a URL's password); shell variables are not values.
+    rule!(
+        "command-line-credential",
+        ["-u ", "-u'", "-u\"", "--user"],
+        r#"(?:^|\s)(?:-u|--user)(?:\s+|=)["']?[^\s:'"$]{1,64}:([^\s'"$]{6,128})"#,
         0,
         entropy
     ),
@@ -457,10 +470,12 @@ impl Scanner {
                             };
                             let v = value.as_bytes();
                             // A password in a URL is a credential even when it is not random.
-                            let (v, threshold) = if rule.name == "url-credentials" {
-                                (password_of_url(v), self.entropy_threshold.min(3.0))
-                            } else {
-                                (v, self.entropy_threshold)
+                            let (v, threshold) = match rule.name {
+                                "url-credentials" => {
+                                    (password_of_url(v), self.entropy_threshold.min(3.0))
+                                }
+                                "command-line-credential" => (v, self.entropy_threshold.min(2.5)),
+                                _ => (v, self.entropy_threshold),
                             };
                             if looks_random(v, threshold) {
                                 out.push(self.finding(rule, start, bytes));
@@ -548,7 +563,10 @@ fn benign_key(key: &[u8]) -> bool {
 /// Rules that match shapes rather than formats: reported only when no specific rule fired, so
 /// the message names the most specific rule.
 fn is_generic(rule: &str) -> bool {
-    matches!(rule, "generic-secret" | "bearer-token" | "url-credentials")
+    matches!(
+        rule,
+        "generic-secret" | "bearer-token" | "url-credentials" | "command-line-credential"
+    )
 }
 
 /// Shannon entropy of `data` in bits per byte.
@@ -738,6 +756,62 @@ mod tests {
                 !f.redacted.contains(&text[f.offset..f.offset + f.len]),
                 "{f}"
             );
+        }
+    }
+
+    /// The assignment forms the generic rule must see, beyond `snake_case = value`.
+    #[test]
+    fn credentials_in_camel_case_xml_property_and_command_line_forms_are_found() {
+        let s = scanner(&[]);
+        let v = "Zx81kQp2Lm7Vn4Rt9Ws3Yb6";
+        for (rule, text) in [
+            ("generic-secret", format!("dbPassword = \"{v}\"")),
+            ("generic-secret", format!("myServiceToken: \"{v}\"")),
+            ("generic-secret", format!("\"fooToken\" => \"{v}\"")),
+            ("generic-secret", format!("<apiToken>{v}</apiToken>")),
+            (
+                "generic-secret",
+                format!("props.setProperty(\"X_TOKEN\", \"{v}\");"),
+            ),
+            ("generic-secret", format!("app.secret={v}")),
+            ("generic-secret", format!("const clientSecret = '{v}';")),
+            ("generic-secret", format!("DbPassword={v}")),
+            ("generic-secret", format!("ApiToken: {v}")),
+            ("generic-secret", format!("stripeApiKey: {v}")),
+            (
+                "command-line-credential",
+                "curl -u user:P@ssw0rd1 https://example.com".to_string(),
+            ),
+            (
+                "command-line-credential",
+                "curl --user admin:hunter2hunter2 https://x".to_string(),
+            ),
+        ] {
+            let f = s
+                .scan(text.as_bytes())
+                .unwrap_or_else(|| panic!("not found: {text}"));
+            assert_eq!(f.rule, rule, "{text}");
+        }
+    }
+
+    #[test]
+    fn near_misses_of_the_assignment_forms_pass() {
+        let s = scanner(&[]);
+        for text in [
+            "const maxTokens = 4096;",
+            "<tokenCount>12</tokenCount>",
+            "passwordPolicy: \"require-a-long-passphrase\"",
+            "let tokenizer = new WordPieceTokenizerFromVocab();",
+            "monkeyKeyboard = \"qwertyuiopasdfghjklzxcvbnm\"",
+            "keyName: my_long_identifier_name_here",
+            "nextPageToken: CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA0a2E4NXN0EAE",
+            "curl -u \"$USER:$PASSWORD\" https://example.com",
+            "curl -u user https://example.com",
+            "tar -u archive.tar",
+            "setProperty(\"timeout\", \"30000000000000000\")",
+            "authorName = \"Ada Lovelace Byron King\"",
+        ] {
+            assert_eq!(s.scan(text.as_bytes()), None, "{text}");
         }
     }
 
