@@ -16,6 +16,7 @@
 //! | [`error`] | the JSON error body `{"error","message","request_id"}` every daemon answers with |
 //! | [`daemon`] | `daemon_main`: the shared `main` of a daemon (logging, config, runtime, exit codes) |
 //! | [`ssrf`] | the address policy both proxies apply: odd IPv4 spellings, forbidden ranges, checked resolution |
+//! | [`encodings`] | base64 / hex / percent-encoded views of a buffer (nested, bounded) for the scanner |
 //! | [`secrets`] | the secret/DLP scanner (token formats, configured values in any encoding); pipelock and git-gate |
 //! | [`proxy`] | forward-proxy plumbing shared by pipelock and egress: targets, hop-by-hop headers, tunnels |
 //! | [`splice`] | zero-copy tunnel relay with `splice(2)` through a pipe per direction |
@@ -25,6 +26,7 @@
 pub mod body;
 pub mod config;
 pub mod daemon;
+pub mod encodings;
 pub mod error;
 pub mod http;
 pub mod logging;

@@ -431,6 +431,53 @@ impl Scanner {
     }
 
     fn find(&self, data: &[u8], first_only: bool) -> Vec<Finding> {
+        let mut out = self.find_raw(data, first_only, false);
+        if !first_only || out.is_empty() {
+            // Token formats inside base64, hex and percent-encoding (nested), within a budget
+            // of decoded bytes proportional to the input.
+            let mut budget = data.len().saturating_mul(4).saturating_add(64 << 10);
+            out.extend(self.find_encoded(data, 1, &mut budget, first_only));
+        }
+        if first_only {
+            out.sort_by_key(|f| (is_generic(f.rule), f.offset));
+            out.truncate(1);
+        } else {
+            out.sort_by_key(|f| f.offset);
+        }
+        out
+    }
+
+    /// Findings of the token formats (not the generic shapes: decoded binary is no place for
+    /// `key = value`) and configured values in the encoded runs of `data`, reported at the run.
+    fn find_encoded(
+        &self,
+        data: &[u8],
+        depth: usize,
+        budget: &mut usize,
+        first_only: bool,
+    ) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for view in crate::encodings::views(data, budget) {
+            let mut inner = self.find_raw(&view.bytes, first_only, true);
+            if depth < crate::encodings::MAX_DEPTH && (inner.is_empty() || !first_only) {
+                inner.extend(self.find_encoded(&view.bytes, depth + 1, budget, first_only));
+            }
+            for f in inner {
+                out.push(Finding {
+                    rule: f.rule,
+                    offset: view.offset,
+                    len: view.len,
+                    redacted: format!("{}, {}-encoded", f.redacted, view.encoding),
+                });
+                if first_only {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    fn find_raw(&self, data: &[u8], first_only: bool, specific_only: bool) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut candidates = vec![false; RULES.len()];
         let mut any = false;
@@ -443,7 +490,7 @@ impl Scanner {
         }
         if any {
             for (i, rule) in RULES.iter().enumerate() {
-                if !candidates[i] {
+                if !candidates[i] || (specific_only && is_generic(rule.name)) {
                     continue;
                 }
                 let regex = &self.rules[i].regex;
@@ -501,12 +548,6 @@ impl Scanner {
                     break;
                 }
             }
-        }
-        if first_only {
-            out.sort_by_key(|f| (is_generic(f.rule), f.offset));
-            out.truncate(1);
-        } else {
-            out.sort_by_key(|f| f.offset);
         }
         out
     }
@@ -810,6 +851,94 @@ mod tests {
             "tar -u archive.tar",
             "setProperty(\"timeout\", \"30000000000000000\")",
             "authorName = \"Ada Lovelace Byron King\"",
+        ] {
+            assert_eq!(s.scan(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    /// Token formats hidden in encodings: base64 at every alignment (standard and URL-safe),
+    /// hex plain and delimited, percent-encoding up to three times, and nestings.
+    #[test]
+    fn token_formats_are_found_inside_encodings_and_their_nestings() {
+        use base64::Engine;
+        let s = scanner(&[]);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let aws = "AKIAQWERTYUIOPASDFGH";
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        let pct = |t: &str| t.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+        let mut cases: Vec<(&str, String)> = Vec::new();
+        // Prefixes of 0-3 bytes: the token at every alignment of the base64 groups.
+        for prefix in ["", " ", "k=", "id:"] {
+            cases.push((
+                "aws-access-key",
+                format!("?d={}", b64.encode(format!("{prefix}{aws}"))),
+            ));
+            cases.push((
+                "aws-access-key",
+                format!("d={}&", b64url.encode(format!("{prefix}?{aws}>"))),
+            ));
+        }
+        cases.extend([
+            ("jwt", format!("blob: {}", b64.encode(jwt))),
+            ("aws-access-key", format!("dump {}", hex::encode(aws))),
+            (
+                "aws-access-key",
+                aws.bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            (
+                "aws-access-key",
+                aws.bytes()
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            ),
+            (
+                "aws-access-key",
+                aws.bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            ("aws-access-key", format!("q={}", pct(aws))),
+            ("aws-access-key", format!("q={}", pct(&pct(aws)))),
+            ("aws-access-key", format!("q={}", pct(&pct(&pct(aws))))),
+            ("aws-access-key", b64.encode(hex::encode(aws))),
+            ("aws-access-key", format!("q={}", pct(&b64.encode(aws)))),
+            (
+                "github-token",
+                b64.encode("token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
+            ),
+        ]);
+        for (rule, text) in &cases {
+            let f = s
+                .scan(text.as_bytes())
+                .unwrap_or_else(|| panic!("{rule} not found in {text}"));
+            assert_eq!(&f.rule, rule, "{text}");
+            assert!(f.redacted.contains("-encoded"), "{f}");
+            assert!(!f.redacted.contains(aws), "{f}");
+        }
+    }
+
+    #[test]
+    fn encoded_benign_data_passes() {
+        use base64::Engine;
+        let s = scanner(&[]);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let noise: Vec<u8> = (0u32..3000)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for text in [
+            b64.encode("the quick brown fox jumps over the lazy dog, twice over"),
+            b64.encode(&noise),
+            hex::encode(&noise[..64]),
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_string(),
+            "commit 3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c".to_string(),
+            "%E4%BD%A0%E5%A5%BD%20world%21".to_string(),
+            b64.encode("password = correcthorsebatterystaple-and-more"),
         ] {
             assert_eq!(s.scan(text.as_bytes()), None, "{text}");
         }
