@@ -48,10 +48,17 @@ fn bottle_up_agent_runs_a_pack_logs_are_prefixed_stop_is_clean_and_down_leaves_n
     }
     let b = Bottle::up("basic", PACKS_BOTTLE);
 
-    // Both containers are up; the bundle is healthy by its own healthcheck.
-    assert_eq!(
-        b.inspect(&b.sidecars(), "{{.State.Health.Status}}"),
-        "healthy"
+    // Both containers are up; `up` reported the bundle healthy (it runs the healthcheck
+    // command itself), and Docker's own healthcheck agrees at its first check.
+    let sidecars_report = b.report["bottle"]["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "sidecars").cloned())
+        .unwrap_or_default();
+    assert_eq!(sidecars_report["health"], "healthy", "{}", b.report);
+    wait_until(
+        "Docker's healthcheck reports the bundle healthy",
+        Duration::from_secs(15),
+        || b.inspect(&b.sidecars(), "{{.State.Health.Status}}") == "healthy",
     );
     assert_eq!(b.inspect(&b.agent(), "{{.State.Running}}"), "true");
     // Exactly two services in the project.
