@@ -8,6 +8,8 @@
 
 use base64::Engine;
 
+use crate::secrets::hex_val;
+
 /// How many decodings may nest (base64 of hex of a percent-encoded token is 3).
 pub const MAX_DEPTH: usize = 3;
 /// Shortest base64 run worth decoding: 24 characters are 18 bytes, below every token format
@@ -172,10 +174,6 @@ fn hex_runs(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
         i = j.max(i + 1);
     }
     out
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]

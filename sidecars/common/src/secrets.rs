@@ -743,7 +743,8 @@ pub fn percent_decode(data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn hex_val(b: u8) -> Option<u8> {
+/// One hex digit's value (either case).
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -85,6 +85,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Health polling interval while `up` waits for a dependency.
 const POLL: Duration = Duration::from_millis(250);
+/// Longest one run of a healthcheck command may take while a dependent waits on it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between two runs of a healthcheck command while a dependent waits on it.
 const PROBE_PAUSE: Duration = Duration::from_millis(20);
 
@@ -455,6 +457,66 @@ impl Engine {
             .map_err(|e| self.err(format!("start container {}", plan.name), e))
     }
 
+    /// Run `argv` in container `id` (as `user`) and collect its output and exit code.
+    async fn exec_in(
+        &self,
+        id: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let docker = self.docker().await?;
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(argv.to_vec()),
+            user: user.map(String::from),
+            ..Default::default()
+        };
+        let created = docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| self.err(format!("exec in {id}"), e))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        match docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| self.err(format!("exec in {id}"), e))?
+        {
+            StartExecResults::Attached { mut output, .. } => {
+                while let Some(item) = output.next().await {
+                    match item.map_err(|e| self.err(format!("exec in {id}"), e))? {
+                        LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            stdout.extend_from_slice(&message)
+                        }
+                        LogOutput::StdIn { .. } => {}
+                    }
+                }
+            }
+            StartExecResults::Detached => {}
+        }
+        // The output ends when the process does; the exit code can lag a moment behind.
+        loop {
+            let info = docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| self.err(format!("inspect exec in {id}"), e))?;
+            if info.running != Some(true) {
+                let code = info
+                    .exit_code
+                    .and_then(|c| i32::try_from(c).ok())
+                    .unwrap_or(-1);
+                return Ok(ExecOutput {
+                    code,
+                    stdout,
+                    stderr,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Run a service's healthcheck command in its container once, the way Docker's healthcheck
     /// does (`CMD` argv, or `CMD-SHELL` through `/bin/sh -c`): whether it exited 0.
     ///
@@ -466,31 +528,11 @@ impl Engine {
         let Some(argv) = super::healthcheck_argv(test) else {
             return false;
         };
-        let Ok(docker) = self.docker().await else {
-            return false;
-        };
-        let config = ExecConfig {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(argv),
-            ..Default::default()
-        };
-        let Ok(created) = docker.create_exec(container, config).await else {
-            return false;
-        };
-        if let Ok(StartExecResults::Attached { mut output, .. }) =
-            docker.start_exec(&created.id, None).await
-        {
-            while let Some(Ok(_)) = output.next().await {}
-        }
-        for _ in 0..100 {
-            match docker.inspect_exec(&created.id).await {
-                Ok(info) if info.running != Some(true) => return info.exit_code == Some(0),
-                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                Err(_) => return false,
-            }
-        }
-        false
+        let run = self.exec_in(container, &argv, None);
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, run).await,
+            Ok(Ok(ExecOutput { code: 0, .. }))
+        )
     }
 
     /// Wait until `dependency`'s container meets `condition` (compose's `depends_on`
@@ -817,60 +859,7 @@ impl Runtime for Engine {
         user: Option<&str>,
     ) -> Result<ExecOutput, RuntimeError> {
         let id = self.container_of(project, service).await?;
-        let docker = self.docker().await?;
-        let run = async {
-            let config = ExecConfig {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                cmd: Some(argv.to_vec()),
-                user: user.map(String::from),
-                ..Default::default()
-            };
-            let created = docker
-                .create_exec(&id, config)
-                .await
-                .map_err(|e| self.err(format!("exec in {id}"), e))?;
-            let mut stdout = Vec::new();
-            let mut stderr = Vec::new();
-            match docker
-                .start_exec(&created.id, None)
-                .await
-                .map_err(|e| self.err(format!("exec in {id}"), e))?
-            {
-                StartExecResults::Attached { mut output, .. } => {
-                    while let Some(item) = output.next().await {
-                        match item.map_err(|e| self.err(format!("exec in {id}"), e))? {
-                            LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
-                            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                                stdout.extend_from_slice(&message)
-                            }
-                            LogOutput::StdIn { .. } => {}
-                        }
-                    }
-                }
-                StartExecResults::Detached => {}
-            }
-            // The output ends when the process does; the exit code can lag a moment behind.
-            loop {
-                let info = docker
-                    .inspect_exec(&created.id)
-                    .await
-                    .map_err(|e| self.err(format!("inspect exec in {id}"), e))?;
-                if info.running != Some(true) {
-                    let code = info
-                        .exit_code
-                        .and_then(|c| i32::try_from(c).ok())
-                        .unwrap_or(-1);
-                    return Ok(ExecOutput {
-                        code,
-                        stdout,
-                        stderr,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(EXEC_TIMEOUT, run)
+        tokio::time::timeout(EXEC_TIMEOUT, self.exec_in(&id, argv, user))
             .await
             .unwrap_or_else(|_| {
                 Err(RuntimeError::Timeout {
