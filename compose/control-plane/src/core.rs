@@ -3,7 +3,6 @@
 //! print results.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,8 +19,9 @@ use crate::approvals::{self, Answer, Op};
 use crate::host_guard::Mode as HostGuardMode;
 use crate::logs;
 use crate::owners::Owners;
-use crate::packs::{InstallFlags, PackAnswer, PackClient};
+use crate::packs::{InstallFlags, PackAnswer, PackClient, Relay};
 use crate::project::{check_bind_sources, write_project};
+use crate::runtime::files::FileDelivery;
 use crate::runtime::{FoundBottle, LogLine, LogOptions, Runtime, RuntimeError};
 use crate::source::{Loaded, Source};
 use crate::state::{BottleRecord, StateDir};
@@ -309,6 +309,8 @@ impl<R: Runtime> Controller<R> {
         let slug = rendered.bundle.slug.clone();
         let dir = self.state.bottle_dir(&slug);
         // Before anything is asked of Docker, written or started.
+        let delivery = self.runtime.file_delivery();
+        let reader = (delivery == FileDelivery::Volumes).then(|| nix::unistd::geteuid().as_raw());
         crate::credentials::check(
             rendered
                 .bundle
@@ -316,6 +318,7 @@ impl<R: Runtime> Controller<R> {
                 .iter()
                 .filter(|c| !c.generated)
                 .map(|c| (c.name.as_str(), c.host_path.as_str())),
+            reader,
         )?;
         // The agent network's subnet: kept from the record, else a free one of the pool.
         let project = rendered.bundle.project.name.clone();
@@ -328,8 +331,9 @@ impl<R: Runtime> Controller<R> {
             self.render_loaded(rendered.loaded, subnet)?
         };
         let t = crate::timing::phase("check credentials, choose the subnet", started);
-        let mut owners = Owners::required();
+        let mut owners = Owners::for_delivery(delivery);
         let mut notes = self.write_dir(&rendered, &dir, &mut owners)?;
+        owners.save(&dir)?;
         // Every backend gets the same file on disk: what `GET …/compose.yaml` serves and what
         // an operator can run `docker compose -f` on by hand.
         crate::source::write_file(
@@ -650,20 +654,26 @@ impl<R: Runtime> Controller<R> {
         Ok(rx)
     }
 
-    /// Where the bottle's pack-exec is published on the host.
-    pub async fn pack_exec(&self, slug: &str) -> Result<PackClient, ControlError> {
+    /// How to reach the bottle's pack-exec: a relay exec'd in its sidecars container.
+    async fn pack_relay(&self, slug: &str) -> Result<Relay<'_>, ControlError> {
         let record = self.known(slug).await?;
-        let port = Daemon::PackExec.port();
-        let addr: Option<SocketAddr> = self
-            .runtime
-            .published_port(&record.project, SIDECARS, port)
-            .await?;
-        let addr = addr.ok_or_else(|| {
-            RuntimeError::Unhealthy(format!(
-                "bottle {slug} has no published pack-exec port (is it up, with pack-exec enabled?)"
-            ))
-        })?;
-        Ok(PackClient::new(addr, self.settings.request_timeout))
+        if !record.daemons.iter().any(|d| d == Daemon::PackExec.name()) {
+            return Err(ControlError::Usage(format!(
+                "bottle {slug} does not run pack-exec (add it to `daemons`)"
+            )));
+        }
+        Ok(Relay {
+            runtime: &self.runtime,
+            project: record.project,
+            service: SIDECARS.to_string(),
+            user: Daemon::PackExec.user(),
+        })
+    }
+
+    /// A client for the bottle's pack-exec agent listener (list, call).
+    pub async fn pack_exec(&self, slug: &str) -> Result<PackClient<'_>, ControlError> {
+        let relay = self.pack_relay(slug).await?;
+        Ok(PackClient::new(relay, self.settings.request_timeout))
     }
 
     /// `packs list`.
@@ -671,23 +681,13 @@ impl<R: Runtime> Controller<R> {
         self.pack_exec(slug).await?.list().await
     }
 
-    /// The bottle's pack-exec operator listener (install, delete): its published port and
-    /// the bottle's operator token from the project directory.
-    pub async fn pack_operator(&self, slug: &str) -> Result<PackClient, ControlError> {
-        let record = self.known(slug).await?;
-        let port = bottle_spec::PACK_EXEC_OPERATOR_PORT;
-        let addr = self
-            .runtime
-            .published_port(&record.project, SIDECARS, port)
-            .await?
-            .ok_or_else(|| {
-                RuntimeError::Unhealthy(format!(
-                    "bottle {slug} has no published pack-exec operator port {port} (is it up, with pack-exec enabled?)"
-                ))
-            })?;
+    /// A client for the bottle's pack-exec operator listener (install, delete), with the
+    /// bottle's operator token from the project directory.
+    pub async fn pack_operator(&self, slug: &str) -> Result<PackClient<'_>, ControlError> {
+        let relay = self.pack_relay(slug).await?;
         let token = crate::secrets::operator_token(&self.state.bottle_dir(slug))?;
         Ok(PackClient::operator(
-            addr,
+            relay,
             token,
             self.settings.request_timeout,
         ))

@@ -12,19 +12,27 @@
 //!   refusing a loose key, a secret other host users can read is refused, not used.
 //!
 //! Every problem of every file is reported at once, each with the command that fixes it.
-//! Only the metadata is looked at: the control plane never opens, reads or copies a secret.
+//! With bind mounts only the metadata is looked at: the control plane never opens, reads or
+//! copies a secret. With `BOT_BOTTLE_FILES=volumes` ([`crate::runtime::files`]) it reads the
+//! file once per `up` into the archive of the bottle's secrets volume (in memory, never
+//! logged; the archive says root owns it inside the bottle), so the file may also be owned by
+//! the control plane's own user — the only one besides root able to read a `0400` file.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::api::{ControlError, CredentialProblem};
 
-/// Check every `(name, host path)`; `Err` lists every problem found.
-pub fn check<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), ControlError> {
+/// Check every `(name, host path)`; `Err` lists every problem found. `reader` is the uid
+/// that reads the files besides root (volumes delivery: the control plane's own), if any.
+pub fn check<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+    reader: Option<u32>,
+) -> Result<(), ControlError> {
     let problems: Vec<CredentialProblem> = files
         .into_iter()
         .flat_map(|(name, path)| {
-            problems(path)
+            problems(path, reader)
                 .into_iter()
                 .map(move |message| CredentialProblem {
                     name: name.to_string(),
@@ -41,7 +49,7 @@ pub fn check<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<
 }
 
 /// What is wrong with one file (empty: nothing).
-fn problems(path: &str) -> Vec<String> {
+fn problems(path: &str, reader: Option<u32>) -> Vec<String> {
     let p = Path::new(path);
     // `metadata` follows symlinks: the target is what Docker mounts and init reads.
     let meta = match std::fs::metadata(p) {
@@ -67,7 +75,7 @@ fn problems(path: &str) -> Vec<String> {
             "mode {mode:04o}{target} lets group or others at the secret: `chmod 0400 {path}`"
         ));
     }
-    if meta.uid() != 0 {
+    if meta.uid() != 0 && Some(meta.uid()) != reader {
         out.push(format!(
             "owned by uid {}{target}, not root: sidecar-init reads it as root without CAP_DAC_OVERRIDE, so only a root-owned file is readable to it: `chown root:root {path}`",
             meta.uid()
@@ -129,12 +137,31 @@ mod tests {
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&good, &link).unwrap();
         let link = link.display().to_string();
-        check([
-            ("A", good.as_str()),
-            ("B", also.as_str()),
-            ("C", link.as_str()),
-        ])
+        check(
+            [
+                ("A", good.as_str()),
+                ("B", also.as_str()),
+                ("C", link.as_str()),
+            ],
+            None,
+        )
         .unwrap();
+    }
+
+    #[test]
+    fn with_volumes_the_control_planes_own_user_may_own_the_file_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mine = file(tmp.path(), "mine", 0o400, 65532);
+        assert_eq!(
+            messages(check([("M", mine.as_str())], None).unwrap_err()).len(),
+            1
+        );
+        check([("M", mine.as_str())], Some(65532)).unwrap();
+        let other = file(tmp.path(), "other", 0o400, 65534);
+        assert_eq!(
+            messages(check([("O", other.as_str())], Some(65532)).unwrap_err()).len(),
+            1
+        );
     }
 
     #[test]
@@ -152,15 +179,18 @@ mod tests {
         std::os::unix::fs::symlink(&loose, &link).unwrap();
         let link = link.display().to_string();
         let problems = messages(
-            check([
-                ("LOOSE", loose.as_str()),
-                ("NOBODY", nobody.as_str()),
-                ("BOTH", both.as_str()),
-                ("UNREADABLE", unreadable.as_str()),
-                ("DIR", dir.as_str()),
-                ("MISSING", missing.as_str()),
-                ("LINK", link.as_str()),
-            ])
+            check(
+                [
+                    ("LOOSE", loose.as_str()),
+                    ("NOBODY", nobody.as_str()),
+                    ("BOTH", both.as_str()),
+                    ("UNREADABLE", unreadable.as_str()),
+                    ("DIR", dir.as_str()),
+                    ("MISSING", missing.as_str()),
+                    ("LINK", link.as_str()),
+                ],
+                None,
+            )
             .unwrap_err(),
         );
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -204,7 +234,7 @@ mod tests {
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(tmp.path().join("gone"), &link).unwrap();
         let link = link.display().to_string();
-        let p = messages(check([("X", link.as_str())]).unwrap_err());
+        let p = messages(check([("X", link.as_str())], None).unwrap_err());
         assert!(p[0].message.contains("dangling symlink"), "{}", p[0]);
     }
 }

@@ -21,6 +21,7 @@
 //! [`ControlError::NotRoot`] when chown is refused; [`Owners::best_effort`] (`render --out`,
 //! which needs no privileges) keeps the files as the caller's and says so in a note.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -28,17 +29,25 @@ use std::path::{Path, PathBuf};
 use bottle_spec::Daemon;
 
 use crate::api::ControlError;
+use crate::runtime::files::{FileDelivery, OwnerMap};
 
 /// Root: sidecar-init, and every secret it hands out.
 pub const ROOT: (u32, u32) = (bottle_spec::INIT_UID, bottle_spec::INIT_UID);
 
-/// Applies owners and modes, strictly (`up`) or as far as permitted (`render --out`).
+/// Applies owners and modes, strictly (`up`) or as far as permitted (`render --out`), or
+/// records them for an archive (`up` with [`FileDelivery::Volumes`]).
 #[derive(Debug)]
 pub struct Owners {
     required: bool,
     /// Files that kept the caller as owner because chown was refused (best effort only).
     skipped: Vec<PathBuf>,
+    /// Recording instead of chowning: each path's owner inside the bottle.
+    recorded: Option<BTreeMap<PathBuf, (u32, u32)>>,
 }
+
+/// The project directory's record of owners ([`Owners::recording`]): path relative to the
+/// project directory → `[uid, gid]`.
+pub const OWNERS_FILE: &str = "owners.json";
 
 impl Owners {
     /// Every chown must succeed (`up`): a refused one is [`ControlError::NotRoot`].
@@ -46,6 +55,7 @@ impl Owners {
         Owners {
             required: true,
             skipped: Vec::new(),
+            recorded: None,
         }
     }
 
@@ -54,7 +64,48 @@ impl Owners {
         Owners {
             required: false,
             skipped: Vec::new(),
+            recorded: None,
         }
+    }
+
+    /// Chown nothing, record each owner ([`Owners::save`]): the files travel to the bottle
+    /// in archives whose headers carry the owner ([`crate::runtime::files`]), so the control
+    /// plane needs no root, and its own copies stay its own (modes are still set, so a
+    /// secret is `0400` to the control plane's user).
+    pub fn recording() -> Owners {
+        Owners {
+            required: true,
+            skipped: Vec::new(),
+            recorded: Some(BTreeMap::new()),
+        }
+    }
+
+    /// The owners for this delivery: chown for bind mounts, a record for volumes.
+    pub fn for_delivery(delivery: FileDelivery) -> Owners {
+        match delivery {
+            FileDelivery::Bind => Owners::required(),
+            FileDelivery::Volumes => Owners::recording(),
+        }
+    }
+
+    /// Write the record (when recording) into `dir`'s [`OWNERS_FILE`], paths relative to
+    /// `dir`; a stale record is removed otherwise.
+    pub fn save(&self, dir: &Path) -> Result<(), ControlError> {
+        let path = dir.join(OWNERS_FILE);
+        let Some(recorded) = &self.recorded else {
+            return match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(ControlError::io("cannot remove", &path, e)),
+            };
+        };
+        let relative: BTreeMap<String, (u32, u32)> = recorded
+            .iter()
+            .filter_map(|(p, o)| Some((p.strip_prefix(dir).ok()?.display().to_string(), *o)))
+            .collect();
+        let json = serde_json::to_vec_pretty(&relative)
+            .map_err(|e| ControlError::io("cannot encode", &path, std::io::Error::other(e)))?;
+        crate::source::write_file(&path, &json, 0o644)
     }
 
     /// What the operator should know after a best-effort run (files not given away).
@@ -82,6 +133,11 @@ impl Owners {
         mode: u32,
         chown: impl FnOnce(&Path, (u32, u32)) -> std::io::Result<()>,
     ) -> Result<(), ControlError> {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.insert(path.to_path_buf(), owner);
+            return std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| ControlError::io("cannot chmod", path, e));
+        }
         match chown(path, owner) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -114,6 +170,12 @@ impl Owners {
         let placed = self.give(&tmp, owner, mode).and_then(|()| {
             std::fs::rename(&tmp, path).map_err(|e| ControlError::io("cannot rename", path, e))
         });
+        if let Some(recorded) = &mut self.recorded {
+            recorded.remove(&tmp);
+            if placed.is_ok() {
+                recorded.insert(path.to_path_buf(), owner);
+            }
+        }
         if placed.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -161,6 +223,22 @@ fn create_private(path: &Path, contents: &[u8]) -> Result<(), ControlError> {
     f.write_all(contents)
         .and_then(|_| f.sync_all())
         .map_err(|e| ControlError::io("cannot write", path, e))
+}
+
+/// The record [`Owners::save`] wrote into `dir`, empty when there is none (bind delivery).
+pub fn load_record(dir: &Path) -> Result<OwnerMap, ControlError> {
+    let path = dir.join(OWNERS_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OwnerMap::new()),
+        Err(e) => return Err(ControlError::io("cannot read", &path, e)),
+    };
+    let relative: BTreeMap<String, (u32, u32)> = serde_json::from_slice(&text)
+        .map_err(|e| ControlError::io("cannot parse", &path, std::io::Error::other(e)))?;
+    Ok(relative
+        .into_iter()
+        .map(|(p, o)| (PathBuf::from(p), o))
+        .collect())
 }
 
 /// The owner of a config file the renderer produced (`config/<stem>.json`): init's is root's,
@@ -273,5 +351,47 @@ mod tests {
             .unwrap();
         assert_eq!(owner_mode(&path).2, 0o400, "the mode is applied anyway");
         assert!(lenient.note().unwrap().contains("not running as root"));
+    }
+
+    #[test]
+    fn recording_chowns_nothing_and_the_record_survives_a_reload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut owners = Owners::recording();
+        owners.mkdir(&dir.join("secrets"), ROOT, 0o700).unwrap();
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        owners
+            .write(
+                &dir.join("config/egress.json"),
+                b"{}",
+                (10001, 10001),
+                0o400,
+            )
+            .unwrap();
+        let refuse =
+            |_: &Path, _: (u32, u32)| -> std::io::Result<()> { panic!("recording must not chown") };
+        std::fs::write(dir.join("token"), "t").unwrap();
+        owners
+            .give_with(&dir.join("token"), (7, 8), 0o400, refuse)
+            .unwrap();
+        owners.save(dir).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let (uid, _, mode) = owner_mode(&dir.join("config/egress.json"));
+        assert_eq!(
+            (uid, mode),
+            (me, 0o400),
+            "kept as the caller's, mode applied"
+        );
+        let record = load_record(dir).unwrap();
+        assert_eq!(record[Path::new("config/egress.json")], (10001, 10001));
+        assert_eq!(record[Path::new("token")], (7, 8));
+        assert_eq!(record[Path::new("secrets")], ROOT);
+        assert!(
+            !record.keys().any(|p| p.to_string_lossy().contains(".tmp")),
+            "temp files are not recorded: {record:?}"
+        );
+        // Bind delivery removes a stale record.
+        Owners::required().save(dir).unwrap();
+        assert!(load_record(dir).unwrap().is_empty());
     }
 }

@@ -1,24 +1,29 @@
-//! Talking to a bottle's pack-exec from the host, through its ports published on 127.0.0.1.
-//! Plain HTTP/1.1 over loopback with hyper-util's client; no TLS involved.
+//! Talking to a bottle's pack-exec through the Docker Engine: each request is one exec of
+//! `sidecars pack-exec-relay` in the sidecars container ([`crate::runtime::Runtime::exec_stream`]),
+//! whose stdin/stdout carry one HTTP/1.1 exchange (hyper's client, `Connection: close`) to a
+//! listener on the container's loopback. No port published on the host and no host network
+//! are involved, so the same client works from the host and from a control plane that runs as
+//! a container on a bridge network.
 //!
 //! - the agent listener (`:9000`): list packs, call a pack — what the agent may do too;
 //! - the operator listener ([`bottle_spec::PACK_EXEC_OPERATOR_PORT`], bound only on the
-//!   egress network, never on the agent's): install (a directory sent as a tar.gz) and delete,
-//!   each with `Authorization: Bearer <the bottle's operator token>` (see [`crate::secrets`]).
-//!   The agent listener refuses both (403 `forbidden`). The token is never logged: it is held
-//!   in an [`OperatorToken`] whose `Debug` hides it, and no error message carries a header.
+//!   container's loopback and never published): install (a directory sent as a tar.gz) and
+//!   delete, each with `Authorization: Bearer <the bottle's operator token>` (see
+//!   [`crate::secrets`]). The agent listener refuses both (403 `forbidden`). The token is never
+//!   logged: it is held in an [`OperatorToken`] whose `Debug` hides it, and no error message
+//!   carries a header.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 
 use crate::api::ControlError;
+use crate::approvals::SIDECARS_BINARY;
+use crate::runtime::Runtime;
 use crate::secrets::OperatorToken;
 
 /// The pack manifest file inside a pack directory.
@@ -60,38 +65,67 @@ pub struct PackAnswer {
     pub body: Bytes,
 }
 
+/// Where [`PackClient`] execs the relay: a bottle's sidecars service in a runtime.
+pub struct Relay<'a> {
+    /// The runtime the bottle runs in.
+    pub runtime: &'a dyn Runtime,
+    /// The bottle's compose project.
+    pub project: String,
+    /// The service pack-exec runs in.
+    pub service: String,
+    /// Whom the relay runs as (`UID:GID`): pack-exec's own uid, no capability.
+    pub user: String,
+}
+
+impl Relay<'_> {
+    /// The relay's argv for the agent or the operator listener.
+    pub fn argv(operator: bool) -> Vec<String> {
+        let mut argv = vec![SIDECARS_BINARY.to_string(), "pack-exec-relay".to_string()];
+        if operator {
+            argv.push("--operator".to_string());
+        }
+        argv
+    }
+}
+
 /// A client for one listener of one bottle's pack-exec.
-#[derive(Debug)]
-pub struct PackClient {
-    addr: SocketAddr,
+pub struct PackClient<'a> {
+    relay: Relay<'a>,
     timeout: Duration,
     /// Sent as `Authorization: Bearer` (the operator listener).
     token: Option<OperatorToken>,
 }
 
-impl PackClient {
-    /// A client for pack-exec's agent listener published at `addr`; each request is bounded
-    /// by `timeout`.
-    pub fn new(addr: SocketAddr, timeout: Duration) -> PackClient {
+impl<'a> PackClient<'a> {
+    /// A client for pack-exec's agent listener; each request is bounded by `timeout`.
+    pub fn new(relay: Relay<'a>, timeout: Duration) -> PackClient<'a> {
         PackClient {
-            addr,
+            relay,
             timeout,
             token: None,
         }
     }
 
-    /// A client for pack-exec's operator listener published at `addr`, sending `token`.
-    pub fn operator(addr: SocketAddr, token: OperatorToken, timeout: Duration) -> PackClient {
+    /// A client for pack-exec's operator listener, sending `token`.
+    pub fn operator(relay: Relay<'a>, token: OperatorToken, timeout: Duration) -> PackClient<'a> {
         PackClient {
-            addr,
+            relay,
             timeout,
             token: Some(token),
         }
     }
 
-    /// Where the client sends its requests.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Which listener the client talks to, for messages.
+    fn listener(&self) -> String {
+        let port = if self.token.is_some() {
+            bottle_spec::PACK_EXEC_OPERATOR_PORT
+        } else {
+            bottle_spec::Daemon::PackExec.port()
+        };
+        format!(
+            "{}/{} 127.0.0.1:{port}",
+            self.relay.project, self.relay.service
+        )
     }
 
     /// Send one request; a non-2xx answer is a [`ControlError::Daemon`] with the body.
@@ -116,15 +150,17 @@ impl PackClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<PackAnswer, ControlError> {
+        let listener = self.listener();
         let unreachable = |message: String| ControlError::Unreachable {
             daemon: "pack-exec".into(),
-            addr: self.addr.to_string(),
+            addr: listener.clone(),
             message,
         };
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
+            .uri(path)
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONNECTION, "close")
             .header(http::header::CONTENT_TYPE, content_type);
         if let Some(token) = &self.token {
             let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
@@ -136,18 +172,19 @@ impl PackClient {
             .body(Full::new(body))
             .map_err(|e| unreachable(e.to_string()))?;
         let fut = async {
-            let resp = client
-                .request(req)
+            let argv = Relay::argv(self.token.is_some());
+            let io = self
+                .relay
+                .runtime
+                .exec_stream(
+                    &self.relay.project,
+                    &self.relay.service,
+                    &argv,
+                    Some(&self.relay.user),
+                )
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok::<_, ControlError>((status, body))
+            exchange(io, req).await.map_err(unreachable)
         };
         let (status, body) = tokio::time::timeout(self.timeout, fut)
             .await
@@ -162,7 +199,7 @@ impl PackClient {
             // as it is would tell an API client its own bearer token is wrong.
             Err(ControlError::OperatorToken(format!(
                 "pack-exec's operator listener at {} refused the bottle's operator token ({}): the running bottle holds another one; `control-plane up` the bottle again to restart it with the token in its project directory",
-                self.addr,
+                self.listener(),
                 String::from_utf8_lossy(&body).trim()
             )))
         } else {
@@ -234,6 +271,43 @@ impl PackClient {
         )
         .await
     }
+}
+
+/// One HTTP/1.1 request and its answer over `io` (a relay's stdin/stdout).
+async fn exchange(
+    io: crate::runtime::ExecStream,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let conn = tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {}", error_chain(&e)))?
+        .to_bytes();
+    conn.abort();
+    Ok((status, body))
+}
+
+/// An error with its sources (hyper's top-level message alone says little: "connection
+/// closed before message completed" hides the relay's own words).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// A pack name goes into a URL path: only the characters pack names are made of (pack-exec
@@ -346,16 +420,44 @@ mod tests {
         assert_eq!(pack_name(tmp.path()).unwrap_err().exit_code(), 2);
     }
 
+    fn request() -> Request<Full<Bytes>> {
+        Request::builder()
+            .uri("/v1/packs")
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn unreachable_daemon_is_reported_with_its_address() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let err = PackClient::new(addr, Duration::from_secs(5))
-            .list()
+    async fn the_relays_own_words_reach_the_error() {
+        // What an exec stream gives when the relay cannot connect: its stderr as a read error.
+        let said = futures_util::stream::iter([Err::<Bytes, _>(crate::runtime::stderr_as_error(
+            b"pack-exec-relay: 127.0.0.1:9001: Connection refused (os error 111)\n",
+        ))]);
+        let io = tokio::io::join(tokio_util::io::StreamReader::new(said), tokio::io::sink());
+        let err = exchange(Box::pin(io), request()).await.unwrap_err();
+        assert!(err.contains("127.0.0.1:9001: Connection refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_stream_comes_back_whole() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let daemon = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut got = vec![0u8; 1024];
+            let n = server.read(&mut got).await.unwrap();
+            let head = String::from_utf8_lossy(&got[..n]).to_string();
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")
+                .await
+                .unwrap();
+            head
+        });
+        let (status, body) = exchange(Box::pin(client), request()).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"[]"[..]));
+        assert!(daemon
             .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&addr.to_string()), "{err}");
+            .unwrap()
+            .starts_with("GET /v1/packs HTTP/1.1\r\n"));
     }
 }

@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bottle_compose::model::Project;
+use bottle_spec::Daemon;
 use bottle_spec::Subnet;
 use bytes::Bytes;
 use control_plane::api::{DownReport, PublishedPort, ServiceStatus};
+use control_plane::approvals::SIDECARS_BINARY;
 use control_plane::core::{Controller, Settings};
 use control_plane::runtime::{
-    ExecOutput, LogLine, LogOptions, Runtime, RuntimeError, Stream as LogStream,
+    ExecOutput, ExecStream, LogLine, LogOptions, Runtime, RuntimeError, Stream as LogStream,
 };
 use control_plane::server::auth::Token;
 use control_plane::server::{serve_on, ServeConfig};
@@ -39,7 +41,7 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 #[derive(Default)]
 struct FakeState {
     projects: BTreeMap<String, Vec<ServiceStatus>>,
-    /// Where "pack-exec" of every project is published (a test HTTP server).
+    /// Where "pack-exec" of every project listens (a test HTTP server).
     pack_exec: Option<SocketAddr>,
     /// Answer every call with "Docker is unreachable".
     unreachable: bool,
@@ -47,7 +49,7 @@ struct FakeState {
     ups: usize,
     /// The one approval request once decided (JSON).
     approval: Option<String>,
-    /// Where pack-exec's operator listener of every project is published.
+    /// Where the relay reaches pack-exec's operator listener of every project.
     pack_operator: Option<SocketAddr>,
     /// Docker networks that exist: (compose project, subnet).
     networks: Vec<(String, Subnet)>,
@@ -85,18 +87,16 @@ impl Runtime for Fake {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut st = self.0.lock().unwrap();
         st.ups += 1;
-        let ports: Vec<PublishedPort> = [
-            (9000, st.pack_exec),
-            (bottle_spec::PACK_EXEC_OPERATOR_PORT, st.pack_operator),
-        ]
-        .into_iter()
-        .filter_map(|(container_port, host)| {
-            Some(PublishedPort {
-                container_port,
-                host: host?,
+        // The operator listener is not published (the relay reaches it).
+        let ports: Vec<PublishedPort> = [(9000, st.pack_exec)]
+            .into_iter()
+            .filter_map(|(container_port, host)| {
+                Some(PublishedPort {
+                    container_port,
+                    host: host?,
+                })
             })
-        })
-        .collect();
+            .collect();
         let services = project
             .services
             .iter()
@@ -215,6 +215,46 @@ impl Runtime for Fake {
             stdout: br#"[{"name":"pack-exec","state":"running","ready":true}]"#.to_vec(),
             stderr: vec![],
         })
+    }
+
+    /// The relay, as the sidecars image runs it: a connection to the fake pack-exec's agent
+    /// or operator listener, chosen by the relay's argv.
+    async fn exec_stream(
+        &self,
+        _: &str,
+        service: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecStream, RuntimeError> {
+        self.check()?;
+        assert_eq!(service, "sidecars");
+        let addr = {
+            let mut st = self.0.lock().unwrap();
+            st.execs.push((argv.to_vec(), user.map(String::from)));
+            match argv {
+                [bin, relay] if bin == SIDECARS_BINARY && relay == "pack-exec-relay" => {
+                    st.pack_exec
+                }
+                [bin, relay, flag]
+                    if bin == SIDECARS_BINARY
+                        && relay == "pack-exec-relay"
+                        && flag == "--operator" =>
+                {
+                    st.pack_operator
+                }
+                other => panic!("unexpected exec_stream {other:?}"),
+            }
+        };
+        assert_eq!(
+            user,
+            Some(Daemon::PackExec.user().as_str()),
+            "the relay runs as pack-exec"
+        );
+        let addr = addr.expect("the test started a fake pack-exec");
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Ok(Box::pin(stream))
     }
 
     async fn network_subnets(&self, project: &str) -> Result<Vec<Subnet>, RuntimeError> {

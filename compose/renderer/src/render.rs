@@ -491,15 +491,13 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
     let daemon_list: Vec<&str> = std::iter::once(bottle_spec::DNS_NAME)
         .chain(enabled.iter().map(|d| d.name()))
         .collect();
-    let mut published: Vec<u16> = enabled
+    let published: Vec<u16> = enabled
         .iter()
         .filter(|d| d.published())
         .map(|d| d.port())
         .collect();
-    if enabled.contains(&Daemon::PackExec) {
-        // The operator listener, for `control-plane packs install|remove`.
-        published.push(bottle_spec::PACK_EXEC_OPERATOR_PORT);
-    }
+    // pack-exec's operator listener is not published: it binds the container's loopback and
+    // the control plane reaches it through the Engine (configs::pack_exec::OPERATOR_HOST).
     // The handler jail needs `unshare` (crate::seccomp): only bottles with pack-exec ship it.
     let seccomp_profile = enabled.contains(&Daemon::PackExec).then(|| ProjectFile {
         path: crate::seccomp::PROFILE_FILE.to_string(),

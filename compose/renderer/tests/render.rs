@@ -103,10 +103,11 @@ fn pack_exec_env_ports_mounts_and_config() {
     .unwrap();
     let sc = &b.project.services[SIDECARS];
     assert_eq!(sc.environment["SIDECARS_DAEMONS"], "dns,pack-exec");
-    // The agent listener and the operator listener, loopback only, ephemeral host ports.
+    // The agent listener, loopback only, ephemeral host port. The operator listener (9001)
+    // binds the container's loopback and is not published: the control plane execs a relay.
     assert_eq!(
         sc.ports,
-        [9000, 9001].map(|container_port| PortBinding {
+        [9000].map(|container_port| PortBinding {
             host_ip: "127.0.0.1".parse().unwrap(),
             host_port: None,
             container_port
@@ -149,7 +150,7 @@ fn pack_exec_env_ports_mounts_and_config() {
     assert_eq!(cfg["packs_dir"], "/etc/sidecars/packs");
     assert_eq!(cfg["listen"], "0.0.0.0:9000");
     assert_eq!(cfg["spawner"], "/run/sidecars/spawn.sock");
-    assert_eq!(cfg["operator_listen"], "default-route:9001");
+    assert_eq!(cfg["operator_listen"], "127.0.0.1:9001");
     assert_eq!(
         cfg["operator_token_file"],
         "/run/sidecars/credentials/pack-exec/operator-token"
@@ -358,10 +359,10 @@ fn every_daemon_can_be_enabled_in_dependency_order() {
             "config/pack-exec.json"
         ]
     );
-    // egress is not published: only pipelock reaches it. supervise's operator listener stays
-    // on the container's loopback; pack-exec's (9001) is published for the control plane.
+    // egress is not published: only pipelock reaches it. The operator listeners of supervise
+    // and pack-exec stay on the container's loopback (the control plane execs into it).
     let ports: Vec<_> = sc.ports.iter().map(|p| p.container_port).collect();
-    assert_eq!(ports, [8888, 9418, 9100, 9000, 9001]);
+    assert_eq!(ports, [8888, 9418, 9100, 9000]);
     // The init table with pipelock enabled keeps the image's ordering and reload signal.
     let init: serde_json::Value = serde_json::from_str(&b.files[0].contents).unwrap();
     let pipelock = init["daemons"]

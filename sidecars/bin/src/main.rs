@@ -19,6 +19,7 @@ struct Sidecars {
 #[argh(subcommand)]
 enum Daemon {
     PackExec(pack_exec::cli::Args),
+    PackExecRelay(pack_exec::relay::Args),
     Supervise(supervise::cli::Args),
     SuperviseCtl(supervise::ctl::Args),
     GitGate(git_gate::cli::Args),
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let args: Sidecars = argh::from_env();
     match args.daemon {
         Daemon::PackExec(args) => pack_exec::cli::main(args),
+        Daemon::PackExecRelay(args) => pack_exec::relay::main(args),
         Daemon::Supervise(args) => supervise::cli::main(args),
         Daemon::SuperviseCtl(args) => supervise::ctl::main(args),
         Daemon::GitGate(args) => git_gate::cli::main(args),

@@ -18,6 +18,7 @@
 //! | [`stderr`] | bounded stderr capture: tail for messages, lines to the log |
 //! | [`api`] | HTTP routes and the error-code mapping, for the agent and operator listeners |
 //! | [`operator`] | the operator listener: `default-route:` lookup, the bearer token |
+//! | [`relay`] | `sidecars pack-exec-relay`: stdin/stdout to a listener on loopback (the control plane's way in) |
 //! | [`cli`] | `sidecars pack-exec`: the daemon's entry point |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod exec;
 pub mod manifest;
 pub mod operator;
 pub mod reach;
+pub mod relay;
 pub mod schema;
 pub mod spawner;
 pub mod stderr;

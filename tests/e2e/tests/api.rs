@@ -112,47 +112,13 @@ impl ControlPlane {
 
     /// Every Docker object of this test's bottles.
     fn leftovers(&self, slug: &str) -> Vec<String> {
-        let label = format!("label=com.docker.compose.project=bot-bottle-{slug}");
-        let mut left = Vec::new();
-        for args in [
-            vec!["ps", "-aq", "--filter", &label],
-            vec!["network", "ls", "-q", "--filter", &label],
-            vec!["volume", "ls", "-q", "--filter", &label],
-        ] {
-            left.extend(run("docker", &args).stdout.lines().map(String::from));
-        }
-        left
+        project_leftovers(slug)
     }
 
     fn cleanup(&self) {
         let _ = run("docker", &["rm", "-f", &self.name]);
         for slug in &self.slugs {
-            let label = format!("label=com.docker.compose.project=bot-bottle-{slug}");
-            for (list, rm) in [
-                (
-                    vec!["ps", "-aq", "--filter", &label],
-                    vec!["rm", "-f", "-v"],
-                ),
-                (
-                    vec!["network", "ls", "-q", "--filter", &label],
-                    vec!["network", "rm"],
-                ),
-                (
-                    vec!["volume", "ls", "-q", "--filter", &label],
-                    vec!["volume", "rm"],
-                ),
-            ] {
-                let ids: Vec<String> = run("docker", &list)
-                    .stdout
-                    .lines()
-                    .map(String::from)
-                    .collect();
-                if !ids.is_empty() {
-                    let mut args: Vec<String> = rm.iter().map(|s| s.to_string()).collect();
-                    args.extend(ids);
-                    let _ = run("docker", &args);
-                }
-            }
+            remove_project(slug);
         }
     }
 }
@@ -463,4 +429,316 @@ fn the_control_plane_image_names_the_socket_group_it_needs_and_serves_with_it() 
     });
     let user = run("docker", &["inspect", "-f", "{{.Config.User}}", &name]);
     assert_eq!(user.stdout.trim(), "65532:65532");
+}
+
+/// `docker run -d -v /var/run/docker.sock:/var/run/docker.sock -v <named volume>:/var/lib/sidecar-bundle
+/// -p 127.0.0.1::8080 --group-add <socket gid> IMAGE`: no host network, no same-path mount, the
+/// image's own non-root user. The full default bottle (all five daemons, a generated
+/// credential, the CA, the seed packs) comes up through the API; its files arrive in read-only
+/// volumes with each daemon's owner (no bind mount at all); a pack is called and another
+/// installed through pack-exec's listeners on the sidecars container's loopback (no published
+/// operator port); the route's credential reaches the demo upstream; and `DELETE` leaves
+/// nothing behind — files volumes and loaders included.
+#[test]
+fn the_control_plane_image_runs_the_conventional_way() {
+    if !require_docker() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let n = std::process::id() % 100_000;
+    let slug = format!("conv-{n}");
+    let name = format!("e2e-cp-conv-{n}");
+    let volume = format!("e2e-cp-state-{n}");
+    let _gone = e2e::WorldContainer(name.clone());
+    let cleanup = || {
+        let _ = run("docker", &["rm", "-f", &name]);
+        remove_project(&slug);
+        let _ = run("docker", &["volume", "rm", &volume]);
+    };
+    cleanup();
+    let gid = std::fs::metadata("/var/run/docker.sock")
+        .expect("the Docker socket")
+        .gid()
+        .to_string();
+    run(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            &format!("CONTROL_PLANE_TOKEN={TOKEN}"),
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-v",
+            &format!("{volume}:/var/lib/sidecar-bundle"),
+            "-p",
+            "127.0.0.1::8080",
+            "--group-add",
+            &gid,
+            IMAGE,
+        ],
+    )
+    .ok("docker run control-plane, the conventional way");
+    let addr = run("docker", &["port", &name, "8080/tcp"])
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let url = format!("http://{addr}");
+    let curl = |args: &[&str]| {
+        cmd("curl")
+            .args(["-sS", "--max-time", "240", "-w", "\n%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .args(args)
+            .timeout(Duration::from_secs(250))
+            .run()
+    };
+    let logs = || {
+        let l = run("docker", &["logs", &name]);
+        format!("{}{}", l.stdout, l.stderr)
+    };
+    wait_until("the control plane answers", Duration::from_secs(30), || {
+        run("curl", &["-fsS", &format!("{url}/healthz")]).code == 0
+    });
+    let user = run(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{.Config.User}} {{.HostConfig.NetworkMode}}",
+            &name,
+        ],
+    );
+    assert_eq!(
+        user.stdout.trim(),
+        "65532:65532 default",
+        "non-root, bridge network"
+    );
+
+    // The default bottle, through the API.
+    let example = include_str!("../../../examples/bottle.toml")
+        .replace("slug = \"example\"", &format!("slug = \"{slug}\""));
+    assert!(example.contains(&slug), "the example names its slug");
+    let (status, body) = split(curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/toml",
+        "--data-binary",
+        &example,
+        &format!("{url}/v1/bottles"),
+    ]));
+    assert_eq!(status, 201, "create: {body}\n{}", logs());
+    let detail = curl(&[&format!("{url}/v1/bottles/{slug}")]);
+    let (status, detail) = split(detail);
+    assert_eq!(status, 200, "{detail}");
+    let detail: serde_json::Value = serde_json::from_str(&detail).expect("detail JSON");
+    for daemon in ["pipelock", "egress", "git-gate", "supervise", "pack-exec"] {
+        let d = detail["daemons"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["name"] == daemon).cloned())
+            .unwrap_or_else(|| panic!("{daemon} in {detail}"));
+        assert_eq!(d["ready"], true, "{daemon}: {d}");
+    }
+
+    // No bind mount: every file came in a read-only volume, owned as in the rooms table.
+    let sidecars = format!("bot-bottle-sidecars-{slug}");
+    let mounts = run("docker", &["inspect", "-f", "{{json .Mounts}}", &sidecars]);
+    let mounts: serde_json::Value = serde_json::from_str(mounts.stdout.trim()).expect("mounts");
+    let mounts = mounts.as_array().cloned().unwrap_or_default();
+    assert!(
+        mounts.iter().all(|m| m["Type"] == "volume"),
+        "a bind mount depends on host paths: {mounts:?}"
+    );
+    let etc = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/etc/sidecars")
+        .unwrap_or_else(|| panic!("/etc/sidecars volume in {mounts:?}"));
+    assert_eq!(etc["RW"], false, "{etc}");
+    let etc_volume = etc["Name"].as_str().unwrap_or_default().to_string();
+    let listing = run(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{etc_volume}:/v:ro"),
+            "sidecar-bundle/debian-base:bookworm",
+            "find",
+            "/v",
+            "-maxdepth",
+            "1",
+            "-name",
+            "*.json",
+            "-printf",
+            "%f %U %m\n",
+        ],
+    )
+    .ok("list the /etc/sidecars volume");
+    for (file, uid) in [
+        ("init.json", 0),
+        (
+            "pack-exec.json",
+            bottle_compose::bottle_spec::Daemon::PackExec.uid(),
+        ),
+        (
+            "egress.json",
+            bottle_compose::bottle_spec::Daemon::Egress.uid(),
+        ),
+    ] {
+        assert!(
+            listing
+                .stdout
+                .lines()
+                .any(|l| l == format!("{file} {uid} 400")),
+            "{file} owned by {uid}, 0400: {}",
+            listing.stdout
+        );
+    }
+
+    // A shipped pack over the agent listener, through the relay.
+    let (status, body) = split(curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"text":"conventional"}"#,
+        &format!("{url}/v1/bottles/{slug}/packs/cmd.upper"),
+    ]));
+    assert_eq!(status, 200, "{body}\n{}", logs());
+    assert!(body.contains("CONVENTIONAL"), "{body}");
+
+    // An install over the operator listener (unpublished: the relay reaches it), then a call.
+    let pack = tempfile::tempdir().expect("pack dir");
+    let upper = e2e::workspace_root().join("packs/cmd.upper");
+    std::fs::copy(upper.join("handler.sh"), pack.path().join("handler.sh")).expect("handler");
+    let manifest = std::fs::read_to_string(upper.join("pack.json"))
+        .expect("pack.json")
+        .replace("\"cmd.upper\"", "\"cmd.shout\"");
+    std::fs::write(pack.path().join("pack.json"), manifest).expect("write pack.json");
+    let archive = pack.path().join("pack.tar.gz");
+    run(
+        "tar",
+        &[
+            "-czf",
+            &archive.display().to_string(),
+            "-C",
+            &pack.path().display().to_string(),
+            "pack.json",
+            "handler.sh",
+        ],
+    )
+    .ok("tar the pack");
+    let (status, body) = split(curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/gzip",
+        "--data-binary",
+        &format!("@{}", archive.display()),
+        &format!("{url}/v1/bottles/{slug}/packs/cmd.shout?allow_unsigned=1"),
+    ]));
+    assert_eq!(status, 201, "install: {body}\n{}", logs());
+    let (status, body) = split(curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        r#"{"text":"installed"}"#,
+        &format!("{url}/v1/bottles/{slug}/packs/cmd.shout"),
+    ]));
+    assert_eq!((status, body.contains("INSTALLED")), (200, true), "{body}");
+    let ports = run("docker", &["port", &sidecars]).stdout;
+    assert!(
+        !ports.contains(&format!(
+            "{}/tcp",
+            bottle_compose::bottle_spec::PACK_EXEC_OPERATOR_PORT
+        )),
+        "the operator listener is not published: {ports}"
+    );
+
+    // The route's generated credential (from the secrets volume) reaches the demo upstream.
+    let agent = format!("bot-bottle-agent-{slug}");
+    let through = run(
+        "docker",
+        &[
+            "exec",
+            &agent,
+            "curl",
+            "-sS",
+            "-m",
+            "10",
+            "http://demo-upstream:8080/hello",
+        ],
+    );
+    assert!(through.stdout.contains("received: Bearer"), "{through:?}");
+
+    // Gone without a trace: containers, loaders, networks, every volume of the project.
+    let (status, body) = split(curl(&["-X", "DELETE", &format!("{url}/v1/bottles/{slug}")]));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        project_leftovers(&slug).is_empty(),
+        "{:?}",
+        project_leftovers(&slug)
+    );
+    cleanup();
+}
+
+/// Containers (loaders included), networks and volumes of bottle `slug`'s project.
+fn project_leftovers(slug: &str) -> Vec<String> {
+    let project = format!("bot-bottle-{slug}");
+    let label = format!("label=com.docker.compose.project={project}");
+    let loader = format!("label=io.bot-bottle.files-loader={project}");
+    let mut left = Vec::new();
+    for args in [
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["ps", "-aq", "--filter", &loader],
+        vec!["network", "ls", "-q", "--filter", &label],
+        vec!["volume", "ls", "-q", "--filter", &label],
+    ] {
+        left.extend(run("docker", &args).stdout.lines().map(String::from));
+    }
+    left
+}
+
+/// Remove whatever bottle `slug`'s project left (a failed run).
+fn remove_project(slug: &str) {
+    let project = format!("bot-bottle-{slug}");
+    let label = format!("label=com.docker.compose.project={project}");
+    let loader = format!("label=io.bot-bottle.files-loader={project}");
+    for (list, rm) in [
+        (
+            vec!["ps", "-aq", "--filter", &label],
+            vec!["rm", "-f", "-v"],
+        ),
+        (
+            vec!["ps", "-aq", "--filter", &loader],
+            vec!["rm", "-f", "-v"],
+        ),
+        (
+            vec!["network", "ls", "-q", "--filter", &label],
+            vec!["network", "rm"],
+        ),
+        (
+            vec!["volume", "ls", "-q", "--filter", &label],
+            vec!["volume", "rm"],
+        ),
+    ] {
+        let ids: Vec<String> = run("docker", &list)
+            .stdout
+            .lines()
+            .map(String::from)
+            .collect();
+        if !ids.is_empty() {
+            let mut args: Vec<String> = rm.iter().map(|s| s.to_string()).collect();
+            args.extend(ids);
+            let _ = run("docker", &args);
+        }
+    }
 }

@@ -298,10 +298,15 @@ fn check_walls(snap: &Value, b: &Bottle, runtime: &str) {
         "{runtime}"
     );
     let operator = bottle_compose::bottle_spec::PACK_EXEC_OPERATOR_PORT;
+    assert!(
+        sidecars["PublishedPorts"][format!("{operator}/tcp")].is_null(),
+        "{runtime}: the operator port is not published: {}",
+        sidecars["PublishedPorts"]
+    );
     assert_eq!(
-        sidecars["PublishedPorts"][format!("{operator}/tcp")],
+        sidecars["PublishedPorts"]["9000/tcp"],
         json!(["127.0.0.1"]),
-        "{runtime}: the operator port is published on loopback"
+        "{runtime}: the agent listener is published on loopback"
     );
 
     let host = &agent["HostConfig"];

@@ -73,6 +73,55 @@ pub async fn run(
     }
 }
 
+/// Start `argv` with its stdin and stdout as one stream ([`super::Runtime::exec_stream`]).
+/// Its stderr, if it writes any, becomes the stream's read error once stdout has ended; the
+/// child is killed when the stream is dropped.
+pub fn spawn_stream(argv: &[String]) -> Result<super::ExecStream, RuntimeError> {
+    use tokio::io::AsyncReadExt;
+
+    let command = display(argv);
+    let (program, args) = argv.split_first().ok_or_else(|| RuntimeError::Spawn {
+        command: command.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+    })?;
+    tracing::debug!(%command, "running with a stream");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RuntimeError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    let (Some(stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(RuntimeError::Spawn {
+            command,
+            source: std::io::Error::other("the child's pipes are missing"),
+        });
+    };
+    // stdout, then (when stdout ends) an error made of whatever stderr said.
+    let stderr_tail = futures_util::stream::once(async move {
+        let mut said = Vec::new();
+        let _ = stderr.read_to_end(&mut said).await;
+        // Keeps the child (kill_on_drop) as long as the stream is read.
+        let _ = child.wait().await;
+        if said.is_empty() {
+            None
+        } else {
+            Some(Err::<bytes::Bytes, _>(super::stderr_as_error(&said)))
+        }
+    });
+    let stdout = tokio_util::io::ReaderStream::new(stdout);
+    let tail = futures_util::StreamExt::filter_map(stderr_tail, std::future::ready);
+    let reader = tokio_util::io::StreamReader::new(futures_util::StreamExt::chain(stdout, tail));
+    Ok(Box::pin(tokio::io::join(reader, stdin)))
+}
+
 /// Like [`run`], but a non-zero exit is an error carrying the stderr.
 pub async fn run_ok(
     argv: &[String],

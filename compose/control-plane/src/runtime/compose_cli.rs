@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, OnceCell};
 
 use super::command::{self, display, run, Finished};
 use super::{
-    statuses, ContainerFacts, ExecOutput, FoundBottle, LogLine, LogOptions, Runtime, RuntimeError,
-    Stream, PROJECT_LABEL, SERVICE_LABEL,
+    statuses, ContainerFacts, ExecOutput, ExecStream, FoundBottle, LogLine, LogOptions, Runtime,
+    RuntimeError, Stream, PROJECT_LABEL, SERVICE_LABEL,
 };
 use crate::api::{DownReport, ServiceStatus};
 
@@ -316,6 +316,23 @@ impl Runtime for ComposeCli {
             stdout: out.stdout,
             stderr: out.stderr,
         })
+    }
+
+    async fn exec_stream(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecStream, RuntimeError> {
+        let id = self.container_of(project, service).await?;
+        let mut full = self.docker(&["exec", "-i"]);
+        if let Some(user) = user {
+            full.extend(["-u".to_string(), user.to_string()]);
+        }
+        full.push(id);
+        full.extend(argv.iter().cloned());
+        command::spawn_stream(&full)
     }
 
     async fn network_subnets(

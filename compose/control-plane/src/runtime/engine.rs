@@ -29,13 +29,13 @@ use bollard::exec::StartExecResults;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
     ExecConfig, HealthConfig, HostConfig, Ipam, IpamConfig, Mount as ApiMount, MountType,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
-    PortBinding as ApiPortBinding, VolumeCreateRequest,
+    MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
+    NetworkingConfig, PortBinding as ApiPortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
     ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StopContainerOptions,
+    StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use bottle_compose::model::{Mount, Network, Project, Service, Volume};
@@ -46,11 +46,23 @@ use tokio::sync::{mpsc, OnceCell};
 
 use super::command::display;
 use super::compose_cli::{write_compose_files, COMPOSE_FILE};
+use super::files::{FileDelivery, FileVolume};
 use super::{
-    statuses, ContainerFacts, ExecOutput, FoundBottle, LogLine, LogOptions, Runtime, RuntimeError,
-    Stream, PROJECT_LABEL, SERVICE_LABEL,
+    statuses, ContainerFacts, ExecOutput, ExecStream, FoundBottle, LogLine, LogOptions, Runtime,
+    RuntimeError, Stream, PROJECT_LABEL, SERVICE_LABEL,
 };
 use crate::api::{DownReport, ServiceStatus};
+
+/// A files volume's loader container: `<volume>-loader`.
+pub const LOADER_SUFFIX: &str = "-loader";
+/// Label on loader containers (the project they fill for), so `down` finds leftovers.
+pub const LOADER_LABEL: &str = "io.bot-bottle.files-loader";
+/// Label on files volumes: where the service mounts them.
+pub const FILES_LABEL: &str = "io.bot-bottle.files";
+/// Where a loader mounts its volume.
+const LOADER_MOUNT: &str = "/fill";
+/// A loader's command: never run.
+const LOADER_COMMAND: &str = "sidecar-bundle-files-loader";
 
 /// Where the Docker socket is when `DOCKER_HOST` names no unix socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -98,6 +110,7 @@ const INSPECT_CONCURRENCY: usize = 16;
 pub struct Engine {
     socket: String,
     docker: OnceCell<Docker>,
+    files: FileDelivery,
 }
 
 /// The socket path named by `DOCKER_HOST` when it is `unix://…`, else [`DEFAULT_SOCKET`]
@@ -124,7 +137,13 @@ impl Engine {
         Engine {
             socket: socket_path(docker_host.as_deref()),
             docker: OnceCell::new(),
+            files: FileDelivery::Bind,
         }
+    }
+
+    /// The same backend delivering bottles' files as `files` says ([`super::files`]).
+    pub fn with_files(self, files: FileDelivery) -> Engine {
+        Engine { files, ..self }
     }
 
     /// The socket path this backend uses.
@@ -598,10 +617,17 @@ impl Engine {
         let deadline = started + timeout;
         // Validate everything before touching Docker.
         let order = start_order(project)?;
-        let plans = order
+        let mut plans = order
             .iter()
             .map(|s| plan_container(project, s, dir))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.files == FileDelivery::Volumes {
+            let owners =
+                crate::owners::load_record(dir).map_err(|e| RuntimeError::Files(e.to_string()))?;
+            for plan in &mut plans {
+                deliver_in_volumes(plan, project, dir, &owners)?;
+            }
+        }
         write_compose_files(project, dir)?;
         // Independent of each other: at once.
         let networks = project.networks.iter().map(|(key, network)| {
@@ -617,6 +643,12 @@ impl Engine {
         }
         self.remove_orphans(project).await?;
         let t = crate::timing::phase("engine: volumes, orphans", t);
+        let t = if self.files == FileDelivery::Volumes {
+            self.fill_file_volumes(&project.name, &plans).await?;
+            crate::timing::phase("engine: files volumes", t)
+        } else {
+            t
+        };
         // Every container is created (not started) at once; then each is started in order,
         // once its dependencies meet their condition.
         let prepared = plans
@@ -652,7 +684,149 @@ impl Engine {
                 t = crate::timing::phase(&format!("engine: start {}", plan.service), t);
             }
         }
+        if self.files == FileDelivery::Volumes {
+            self.remove_stale_file_volumes(&project.name, &plans).await;
+        }
         Ok(())
+    }
+
+    /// Every files volume the plans mount, filled unless it already is (see
+    /// [`super::files`]); at once, as they are independent.
+    async fn fill_file_volumes(
+        &self,
+        project: &str,
+        plans: &[ContainerPlan],
+    ) -> Result<(), RuntimeError> {
+        let mut seen = BTreeSet::new();
+        let fills = plans.iter().flat_map(|plan| {
+            let image = plan.body.image.clone().unwrap_or_default();
+            plan.file_volumes
+                .iter()
+                .filter(|v| seen.insert(v.name.clone()))
+                .map(move |v| self.fill_file_volume(project, v, image.clone()))
+                .collect::<Vec<_>>()
+        });
+        for result in futures_util::future::join_all(fills).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// One files volume: kept when it exists without a loader (complete), else (re)filled
+    /// through a created-never-started loader container of `image`, removed once the archive
+    /// is in.
+    async fn fill_file_volume(
+        &self,
+        project: &str,
+        volume: &FileVolume,
+        image: String,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        let loader = format!("{}{LOADER_SUFFIX}", volume.name);
+        let exists = match docker.inspect_volume(&volume.name).await {
+            Ok(_) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(self.err(format!("inspect volume {}", volume.name), e)),
+        };
+        let leftover = self.inspect(&loader).await?.is_some();
+        if exists && !leftover {
+            return Ok(());
+        }
+        if leftover {
+            tracing::info!(volume = %volume.name, "a fill was interrupted: filling again");
+            self.stop_and_remove(&loader).await?;
+            if exists {
+                docker
+                    .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
+                    .await
+                    .map_err(|e| self.err(format!("remove volume {}", volume.name), e))?;
+            }
+        }
+        let body = ContainerCreateBody {
+            image: Some(image),
+            // Never started: the command only has to exist for the create to pass.
+            cmd: Some(vec![LOADER_COMMAND.to_string()]),
+            labels: Some(HashMap::from([(
+                LOADER_LABEL.to_string(),
+                project.to_string(),
+            )])),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".to_string()),
+                mounts: Some(vec![ApiMount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(volume.name.clone()),
+                    target: Some(LOADER_MOUNT.to_string()),
+                    read_only: Some(false),
+                    volume_options: Some(MountVolumeOptions {
+                        no_copy: Some(true),
+                        labels: Some(HashMap::from([
+                            (PROJECT_LABEL.to_string(), project.to_string()),
+                            (FILES_LABEL.to_string(), volume.target.clone()),
+                        ])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(loader.clone()),
+            ..Default::default()
+        };
+        docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.err(format!("create the loader of volume {}", volume.name), e))?;
+        let upload = UploadToContainerOptions {
+            path: LOADER_MOUNT.to_string(),
+            ..Default::default()
+        };
+        docker
+            .upload_to_container(
+                &loader,
+                Some(upload),
+                bollard::body_full(bytes::Bytes::from(volume.archive.clone())),
+            )
+            .await
+            .map_err(|e| self.err(format!("fill volume {}", volume.name), e))?;
+        self.stop_and_remove(&loader).await
+    }
+
+    /// Files volumes of the project that no plan mounts any more (an earlier `up`'s files):
+    /// removed where Docker lets us (one still mounted by a container is kept for later).
+    async fn remove_stale_file_volumes(&self, project: &str, plans: &[ContainerPlan]) {
+        let Ok(docker) = self.docker().await else {
+            return;
+        };
+        let keep: BTreeSet<&str> = plans
+            .iter()
+            .flat_map(|p| p.file_volumes.iter().map(|v| v.name.as_str()))
+            .collect();
+        let options = ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![
+                    format!("{PROJECT_LABEL}={project}"),
+                    FILES_LABEL.to_string(),
+                ],
+            )])),
+        };
+        let Ok(list) = docker.list_volumes(Some(options)).await else {
+            return;
+        };
+        for v in list.volumes.unwrap_or_default() {
+            if !keep.contains(v.name.as_str()) {
+                if let Err(e) = docker
+                    .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    tracing::debug!(volume = %v.name, error = %e, "stale files volume kept");
+                }
+            }
+        }
     }
 
     /// Compose's `--remove-orphans`: containers of the project whose service left the model.
@@ -718,7 +892,21 @@ impl Runtime for Engine {
                 vec![format!("{PROJECT_LABEL}={project}")],
             )]))
         };
-        let containers = self.container_ids(project, None).await?;
+        let mut containers = self.container_ids(project, None).await?;
+        // Loaders left by an interrupted fill hold their volumes: they go first.
+        let loaders = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LOADER_LABEL}={project}")],
+            )])),
+            ..Default::default()
+        };
+        let loaders = docker
+            .list_containers(Some(loaders))
+            .await
+            .map_err(|e| self.err(format!("list the loaders of {project}"), e))?;
+        containers.extend(loaders.into_iter().filter_map(|c| c.id));
         let networks: Vec<String> = docker
             .list_networks(Some(ListNetworksOptions { filters: filter() }))
             .await
@@ -869,6 +1057,60 @@ impl Runtime for Engine {
             })
     }
 
+    fn file_delivery(&self) -> FileDelivery {
+        self.files
+    }
+
+    async fn exec_stream(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecStream, RuntimeError> {
+        let id = self.container_of(project, service).await?;
+        let docker = self.docker().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(argv.to_vec()),
+            user: user.map(String::from),
+            ..Default::default()
+        };
+        let op = || format!("exec in {project}/{service}: {}", display(argv));
+        let created = docker
+            .create_exec(&id, config)
+            .await
+            .map_err(|e| self.err(op(), e))?;
+        match docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| self.err(op(), e))?
+        {
+            StartExecResults::Attached { output, input } => {
+                let stdout = output.filter_map(|item| async move {
+                    match item {
+                        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                            Some(Ok(message))
+                        }
+                        Ok(LogOutput::StdErr { message }) => {
+                            Some(Err(super::stderr_as_error(&message)))
+                        }
+                        Ok(LogOutput::StdIn { .. }) => None,
+                        Err(e) => Some(Err(std::io::Error::other(e))),
+                    }
+                });
+                let reader = tokio_util::io::StreamReader::new(Box::pin(stdout));
+                Ok(Box::pin(tokio::io::join(reader, input)))
+            }
+            StartExecResults::Detached => Err(RuntimeError::Engine {
+                op: op(),
+                message: "the Engine started the exec detached".to_string(),
+            }),
+        }
+    }
+
     async fn network_subnets(
         &self,
         project: &str,
@@ -896,6 +1138,9 @@ pub struct ContainerPlan {
     pub networks: Vec<PlannedNetwork>,
     /// The configuration hash written into [`CONFIG_HASH_LABEL`].
     pub config_hash: String,
+    /// The files volumes its bind mounts became ([`deliver_in_volumes`]); empty with bind
+    /// mounts.
+    pub file_volumes: Vec<FileVolume>,
 }
 
 /// One network a container is attached to.
@@ -1223,7 +1468,64 @@ pub fn plan_container(
         body,
         networks,
         config_hash,
+        file_volumes: Vec::new(),
     })
+}
+
+/// [`FileDelivery::Volumes`]: the plan's bind mounts replaced by read-only mounts of files
+/// volumes (see [`super::files`]); `owners` is the project directory's record. The volumes'
+/// names join the config hash, so a changed file recreates the container with the new volume.
+pub fn deliver_in_volumes(
+    plan: &mut ContainerPlan,
+    project: &Project,
+    dir: &Path,
+    owners: &super::files::OwnerMap,
+) -> Result<(), RuntimeError> {
+    let s = &project.services[&plan.service];
+    let dir = absolute(dir);
+    let volumes = super::files::file_volumes(
+        &project.name,
+        &s.volumes,
+        &s.tmpfs,
+        &dir,
+        owners,
+        |source| resolve(&dir, source),
+    )?;
+    let host = plan
+        .body
+        .host_config
+        .get_or_insert_with(HostConfig::default);
+    let mut mounts: Vec<ApiMount> = host
+        .mounts
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ != Some(MountType::BIND))
+        .collect();
+    let mut hash = Sha256::new();
+    hash.update(plan.config_hash.as_bytes());
+    for v in &volumes {
+        hash.update(v.name.as_bytes());
+        mounts.push(ApiMount {
+            typ: Some(MountType::VOLUME),
+            source: Some(v.name.clone()),
+            target: Some(v.target.clone()),
+            read_only: Some(true),
+            volume_options: Some(MountVolumeOptions {
+                no_copy: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    mounts.sort_by(|a, b| a.target.cmp(&b.target));
+    host.mounts = (!mounts.is_empty()).then_some(mounts);
+    plan.config_hash = hex::encode(hash.finalize());
+    if let Some(labels) = plan.body.labels.as_mut() {
+        labels.insert(CONFIG_HASH_LABEL.to_string(), plan.config_hash.clone());
+    }
+    plan.file_volumes = volumes;
+    Ok(())
 }
 
 /// `KEY=value` entries, in the model's (sorted) order.

@@ -14,6 +14,7 @@
 pub mod command;
 pub mod compose_cli;
 pub mod engine;
+pub mod files;
 pub mod select;
 
 use std::collections::HashMap;
@@ -78,6 +79,18 @@ pub trait Runtime: Send + Sync {
         user: Option<&str>,
     ) -> Result<ExecOutput, RuntimeError>;
 
+    /// Run a command in a service's container (as `user`, like [`Runtime::exec`]) with its
+    /// stdin and stdout as one byte stream, its stderr turned into a read error: how the
+    /// control plane talks to a daemon listening on the container's loopback
+    /// (`sidecars pack-exec-relay`) without a published port or the host's network.
+    async fn exec_stream(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecStream, RuntimeError>;
+
     /// The IPv4 subnets of every Docker network that exists, except the networks of
     /// `project` itself (compose's project label): what a new bottle's agent network must not
     /// overlap ([`bottle_spec::Subnet::for_project`]). Networks without IPv4 IPAM config
@@ -93,6 +106,12 @@ pub trait Runtime: Send + Sync {
     /// how `ps` gets every bottle's state in one query instead of one per bottle. Sorted by
     /// project.
     async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError>;
+
+    /// How this backend delivers a bottle's files ([`files::FileDelivery`]): it decides
+    /// whether the control plane chowns the project directory or records owners.
+    fn file_delivery(&self) -> files::FileDelivery {
+        files::FileDelivery::Bind
+    }
 
     /// Where `container_port` of `service` is published on the host, if it is.
     async fn published_port(
@@ -155,6 +174,16 @@ impl<T: Runtime + ?Sized> Runtime for Box<T> {
         (**self).exec(project, service, argv, user).await
     }
 
+    async fn exec_stream(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecStream, RuntimeError> {
+        (**self).exec_stream(project, service, argv, user).await
+    }
+
     async fn network_subnets(
         &self,
         project: &str,
@@ -164,6 +193,10 @@ impl<T: Runtime + ?Sized> Runtime for Box<T> {
 
     async fn bottles(&self) -> Result<Vec<FoundBottle>, RuntimeError> {
         (**self).bottles().await
+    }
+
+    fn file_delivery(&self) -> files::FileDelivery {
+        (**self).file_delivery()
     }
 
     async fn published_port(
@@ -176,6 +209,20 @@ impl<T: Runtime + ?Sized> Runtime for Box<T> {
             .published_port(project, service, container_port)
             .await
     }
+}
+
+/// Both directions of an exec'd process: write its stdin, read its stdout.
+pub trait ExecIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> ExecIo for T {}
+
+/// What [`Runtime::exec_stream`] returns.
+pub type ExecStream = std::pin::Pin<Box<dyn ExecIo>>;
+
+/// A chunk the exec'd process wrote on stderr, as the read error of its stream: the relay
+/// writes there only when it fails, and this way the failure reaches the caller's error
+/// message instead of a bare "connection closed".
+pub fn stderr_as_error(stderr: &[u8]) -> std::io::Error {
+    std::io::Error::other(String::from_utf8_lossy(stderr).trim().to_string())
 }
 
 /// What a backend read about one container (from `docker inspect` or the Engine API), before
@@ -434,6 +481,12 @@ pub enum RuntimeError {
         /// Why it failed, with what to do about it when known.
         message: String,
     },
+    /// A bottle's files cannot be packed into its files volumes ([`files`]).
+    #[error("{0}")]
+    Files(String),
+    /// A `BOT_BOTTLE_*` setting has a value that cannot be used (the message says which).
+    #[error("{0}")]
+    Setting(String),
     /// `BOT_BOTTLE_RUNTIME` names no backend.
     #[error("BOT_BOTTLE_RUNTIME={value:?} is not a runtime backend: use compose, engine or auto")]
     UnknownBackend {

@@ -13,12 +13,17 @@
 //!   starts the agent as soon as the sidecars' healthcheck passes instead of after Docker's
 //!   first 1 s interval (bench/up.sh: ~1.0 s vs ~2.9 s per `up`).
 //!
+//! `BOT_BOTTLE_FILES` (`bind`, the default, or `volumes`) says how bottles get their files
+//! ([`super::files`]); `volumes` needs the Engine backend, and asking for it with the compose
+//! CLI is an error naming both settings.
+//!
 //! Selection makes no Docker request: both backends reach the daemon lazily, so a control plane
 //! started while Docker is down reports [`RuntimeError::Unreachable`] per request instead of
 //! not starting.
 
 use super::compose_cli::ComposeCli;
 use super::engine::Engine;
+use super::files::{FileDelivery, FILES_VAR};
 use super::{Runtime, RuntimeError};
 
 /// Environment variable choosing the backend.
@@ -72,6 +77,16 @@ pub async fn choose(env: impl Fn(&str) -> Option<String>) -> Result<Backend, Run
         }
         _ => return Err(RuntimeError::UnknownBackend { value }),
     };
+    let files = FileDelivery::from_value(env(FILES_VAR).as_deref())?;
+    let backend = match backend {
+        Backend::Engine(e) => Backend::Engine(e.with_files(files)),
+        Backend::Compose(_) if files == FileDelivery::Volumes => {
+            return Err(RuntimeError::Setting(format!(
+                "{FILES_VAR}=volumes needs the Docker Engine backend (the compose CLI bind-mounts the state directory): unset BOT_BOTTLE_COMPOSE and set {RUNTIME_VAR}=engine with a local unix socket, or use {FILES_VAR}=bind"
+            )))
+        }
+        compose => compose,
+    };
     tracing::debug!(backend = backend.name(), "runtime backend selected");
     Ok(backend)
 }
@@ -111,6 +126,21 @@ mod tests {
         }
         let b = choose(env(&[(RUNTIME_VAR, "Compose")])).await.unwrap();
         assert_eq!(b.name(), "compose");
+    }
+
+    #[tokio::test]
+    async fn volumes_delivery_goes_to_the_engine_and_is_refused_with_compose() {
+        let b = choose(env(&[(FILES_VAR, "volumes")])).await.unwrap();
+        assert_eq!(b.boxed().file_delivery(), FileDelivery::Volumes);
+        let b = choose(env(&[])).await.unwrap();
+        assert_eq!(b.boxed().file_delivery(), FileDelivery::Bind);
+        let err = choose(env(&[(FILES_VAR, "volumes"), (RUNTIME_VAR, "compose")]))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("needs the Docker Engine backend"), "{err}");
+        assert!(choose(env(&[(FILES_VAR, "nfs")])).await.is_err());
     }
 
     #[tokio::test]

@@ -12,10 +12,10 @@ use crate::manifest::Manifest;
 pub const PACKS_DIR: &str = bottle_spec::BOTTLE_PACKS_DIR;
 /// pack-exec's writable state (installed packs): a named volume.
 pub const STATE_DIR: &str = "/var/lib/sidecars/packs";
-/// The host pack-exec's operator listener binds: the address of the interface of the
-/// container's default route (the egress network, where Docker publishes ports), never the
-/// agent's network. pack-exec resolves the name at start.
-pub const OPERATOR_HOST: &str = "default-route";
+/// The host pack-exec's operator listener binds: the container's loopback, reachable by no
+/// other container (the agent's included) and not published. The control plane reaches it by
+/// an exec of `sidecars pack-exec-relay --operator` in the sidecars container.
+pub const OPERATOR_HOST: &str = "127.0.0.1";
 
 /// The subset of pack-exec's config the renderer sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,7 +29,7 @@ pub struct PackExecConfig {
     /// sidecar-init's handler-spawn socket: pack-exec holds no capability and asks init to
     /// start each handler under a handler uid.
     pub spawner: String,
-    /// Operator listener (install, replace, delete): `default-route:9001`.
+    /// Operator listener (install, replace, delete): `127.0.0.1:9001`.
     pub operator_listen: String,
     /// The operator token (pack-exec's credential `operator-token`).
     pub operator_token_file: String,
