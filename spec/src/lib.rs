@@ -480,6 +480,21 @@ pub const PACK_ROOTS: [&str; 3] = [
     "/var/lib/sidecars/packs/packs",
 ];
 
+/// A pack's manifest files, at the pack's root; a pack holds exactly one (pack-exec refuses
+/// both, and so does `control-plane packs install`). helmdeck's marketplace publishes YAML.
+pub mod pack_manifest {
+    /// helmdeck's marketplace manifest (YAML).
+    pub const YAML: &str = "helmdeck-pack.yaml";
+    /// The same fields as JSON.
+    pub const JSON: &str = "pack.json";
+    /// Both, in the order they are looked for.
+    pub const ALL: [&str; 2] = [YAML, JSON];
+    /// A marketplace catalog's index at its root (`catalog_version: v1`, `packs[]`).
+    pub const CATALOG_INDEX: &str = "index.yaml";
+    /// The catalog format this bundle reads.
+    pub const CATALOG_VERSION: &str = "v1";
+}
+
 /// The seed packs in the sidecars image.
 pub const SHIPPED_PACKS_DIR: &str = "/usr/share/sidecars/packs";
 /// The bottle's packs (from its manifest), mounted read-only.

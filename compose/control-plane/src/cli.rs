@@ -242,17 +242,21 @@ pub enum PacksCommand {
     Rm(PacksRm),
 }
 
-/// Install a pack directory (with its pack.json) into a bottle's pack-exec (through its
-/// operator listener, with the bottle's operator token).
+/// Install a pack directory (with its helmdeck-pack.yaml or pack.json) into a bottle's
+/// pack-exec (through its operator listener, with the bottle's operator token); with
+/// --catalog DIR, the second argument names a pack of that marketplace catalog instead.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "install")]
 pub struct PacksInstall {
     /// the bottle's slug
     #[argh(positional)]
     pub slug: String,
-    /// the pack directory
+    /// the pack directory (or, with --catalog, the pack's name)
     #[argh(positional)]
     pub dir: PathBuf,
+    /// a marketplace catalog (directory or tarball holding index.yaml) to take the named pack from
+    #[argh(option)]
+    pub catalog: Option<PathBuf>,
     /// install the pack even without a valid signature
     #[argh(switch)]
     pub allow_unsigned: bool,
@@ -407,7 +411,15 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
                     allow_unsigned: a.allow_unsigned,
                     replace_shipped: a.replace_shipped,
                 };
-                let (name, answer) = ctl.packs_install(&a.slug, &a.dir, flags).await?;
+                let opened;
+                let dir = match &a.catalog {
+                    Some(catalog) => {
+                        opened = crate::catalog::Catalog::open(catalog)?;
+                        opened.pack_dir(&a.dir.to_string_lossy())?
+                    }
+                    None => a.dir.clone(),
+                };
+                let (name, answer) = ctl.packs_install(&a.slug, &dir, flags).await?;
                 let verb = if answer.status == 201 {
                     "installed"
                 } else {

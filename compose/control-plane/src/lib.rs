@@ -13,6 +13,7 @@
 //! | [`project`] | writing a rendered bottle into its project directory |
 //! | [`logs`] | picking one daemon's lines from the sidecars container's output |
 //! | [`packs`] | HTTP client for a bottle's pack-exec (agent and operator listeners), pack archives |
+//! | [`catalog`] | a helmdeck marketplace catalog (`index.yaml`): one named pack's directory, checked |
 //! | [`host_guard`] | the firewall rule that keeps the agent from services on the host |
 //! | [`ca`] | the bottle's CA (egress): generated once, key `root:root 0400` under `secrets/`, the agent's bundle |
 //! | [`secrets`] | the secrets the control plane generates (pack-exec's operator token), under `secrets/` |
@@ -29,6 +30,7 @@
 pub mod api;
 pub mod approvals;
 pub mod ca;
+pub mod catalog;
 pub mod cli;
 pub mod core;
 pub mod credentials;

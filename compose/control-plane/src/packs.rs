@@ -26,9 +26,6 @@ use crate::approvals::SIDECARS_BINARY;
 use crate::runtime::Runtime;
 use crate::secrets::OperatorToken;
 
-/// The pack manifest file inside a pack directory.
-pub const PACK_MANIFEST: &str = "pack.json";
-
 /// Flags of an install (pack-exec's query parameters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InstallFlags {
@@ -329,19 +326,60 @@ pub fn check_name(name: &str) -> Result<(), ControlError> {
     }
 }
 
-/// The `name` of the pack in `dir` (from its `pack.json`).
+/// The `name` of the pack in `dir`, from its manifest (`helmdeck-pack.yaml` or `pack.json`,
+/// exactly one: pack-exec's rule, checked here first for a clear CLI error).
 pub fn pack_name(dir: &Path) -> Result<String, ControlError> {
-    let path = dir.join(PACK_MANIFEST);
+    let (name, _) = pack_identity(dir)?;
+    Ok(name)
+}
+
+/// The `name` and `version` of the pack in `dir`, from its manifest.
+pub fn pack_identity(dir: &Path) -> Result<(String, String), ControlError> {
+    use bottle_spec::pack_manifest;
+    let present: Vec<&str> = pack_manifest::ALL
+        .into_iter()
+        .filter(|m| dir.join(m).is_file())
+        .collect();
+    let file = match present.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(ControlError::Usage(format!(
+                "{}: no {} or {} (is it a pack directory?)",
+                dir.display(),
+                pack_manifest::YAML,
+                pack_manifest::JSON
+            )))
+        }
+        _ => {
+            return Err(ControlError::Usage(format!(
+                "{}: both {} and {} are there: a pack keeps one",
+                dir.display(),
+                pack_manifest::YAML,
+                pack_manifest::JSON
+            )))
+        }
+    };
+    let path = dir.join(file);
     let text = std::fs::read(&path).map_err(|e| ControlError::io("cannot read", &path, e))?;
-    let value: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| ControlError::Usage(format!("{}: not JSON: {e}", path.display())))?;
+    let value: serde_json::Value = if file == pack_manifest::YAML {
+        serde_norway::from_slice(&text)
+            .map_err(|e| ControlError::Usage(format!("{}: not YAML: {e}", path.display())))?
+    } else {
+        serde_json::from_slice(&text)
+            .map_err(|e| ControlError::Usage(format!("{}: not JSON: {e}", path.display())))?
+    };
     let name = value
         .get("name")
         .and_then(|n| n.as_str())
         .map(String::from)
         .ok_or_else(|| ControlError::Usage(format!("{}: no string `name`", path.display())))?;
     check_name(&name)?;
-    Ok(name)
+    let version = match value.get("version") {
+        Some(serde_json::Value::String(v)) => v.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    Ok((name, version))
 }
 
 /// The directory's contents as a tar.gz (paths relative to the directory, modes kept).

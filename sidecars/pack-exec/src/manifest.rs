@@ -1,6 +1,9 @@
-//! The pack manifest (`pack.json`) and its validation into a ready-to-run [`Pack`].
+//! The pack manifest and its validation into a ready-to-run [`Pack`].
 //!
-//! Field names are helmdeck's (`helmdeck-pack.yaml`, written as JSON). Validation happens once,
+//! A pack has exactly one manifest at its root: helmdeck's marketplace `helmdeck-pack.yaml`
+//! ([`YAML_MANIFEST`], read with a YAML library as it is published) or `pack.json`
+//! ([`MANIFEST`], the same fields written as JSON); both at once is refused, naming them. The
+//! field rules are the same for both. Validation happens once,
 //! when a pack is installed or loaded at startup; the result — compiled schemas, the resolved
 //! program path, the argv and env — is kept in memory so the per-call path never touches the
 //! manifest again.
@@ -20,8 +23,17 @@ use crate::archive::safe_relative;
 use crate::schema::Schema;
 use crate::trust;
 
-/// The manifest's file name at the root of a pack.
-pub const MANIFEST: &str = "pack.json";
+/// The JSON manifest's file name at the root of a pack.
+pub const MANIFEST: &str = bottle_spec::pack_manifest::JSON;
+/// The marketplace's manifest file name (helmdeck's), YAML.
+pub const YAML_MANIFEST: &str = bottle_spec::pack_manifest::YAML;
+/// Every manifest file name a pack may carry.
+pub const MANIFESTS: [&str; 2] = bottle_spec::pack_manifest::ALL;
+
+/// True when `dir` holds a manifest file (either kind) at its root.
+pub fn has_manifest(dir: &Path) -> bool {
+    MANIFESTS.iter().any(|m| dir.join(m).is_file())
+}
 
 /// The `PATH` handlers get, and where `requires.binaries` and bare program names are looked up.
 /// Fixed, so a pack behaves the same whatever environment pack-exec was started with.
@@ -44,7 +56,9 @@ const RESERVED_ENV: &[&str] = &["HOME", "TMPDIR", "PACK_NAME", "PACK_CALL_ID", "
 pub struct Manifest {
     /// `<family>.<verb>`, e.g. `cmd.upper`.
     pub name: String,
-    /// Free-form version string (`v1`, `1.2.0`, `2026.05`).
+    /// Free-form version string (`v1`, `1.2.0`, `2026.05`). A YAML number (`version: 2`) is
+    /// taken as its text, as helmdeck's Go YAML decoder does for a string field.
+    #[serde(deserialize_with = "string_or_number")]
     pub version: String,
     /// Author (informational).
     #[serde(default)]
@@ -194,6 +208,9 @@ pub struct Pack {
     /// The manifest's `trust.sha256`, verified against the files; `None` = an unsigned pack
     /// (operator installs of those need consent).
     pub trust_sha256: Option<String>,
+    /// The manifest file this pack was read from ([`MANIFEST`] or [`YAML_MANIFEST`]): what a
+    /// retirement unlinks, and what the trust hash leaves out.
+    pub manifest_file: &'static str,
     /// Set when this version was replaced or deleted: its directory goes when the last
     /// in-flight call using it finishes.
     retired: AtomicBool,
@@ -203,8 +220,8 @@ impl Pack {
     /// Read and validate the pack whose files are at `files`; it will run from `exec_dir`
     /// (the same directory, or where an install is about to rename it).
     pub fn load(files: &Path, exec_dir: &Path, source: Source) -> Result<Pack, LoadError> {
-        let manifest = read_manifest(files)?;
-        validate(manifest, files, exec_dir, source)
+        let (manifest, file) = read_manifest(files)?;
+        validate(manifest, file, files, exec_dir, source)
     }
 
     /// Mark this version as gone; its directory is removed once nobody uses it.
@@ -223,33 +240,76 @@ impl Drop for Pack {
     }
 }
 
-/// Parse `files/pack.json`; errors name the field (`handler.timeout_s: invalid type ...`).
-pub fn read_manifest(files: &Path) -> Result<Manifest, LoadError> {
-    let path = files.join(MANIFEST);
-    let meta = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Err(LoadError::Invalid(format!(
-                "no `{MANIFEST}` at the root of the pack"
-            )))
+/// Which manifest file the pack at `files` has: exactly one of [`MANIFESTS`].
+pub fn manifest_file(files: &Path) -> Result<&'static str, LoadError> {
+    let mut found = Vec::new();
+    for name in MANIFESTS {
+        match fs::symlink_metadata(files.join(name)) {
+            Ok(meta) if meta.is_file() => found.push(name),
+            Ok(_) => {
+                return Err(LoadError::Invalid(format!(
+                    "`{name}` is not a regular file"
+                )))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
         }
-        Err(err) => return Err(err.into()),
-    };
-    if !meta.is_file() {
-        return Err(LoadError::Invalid(format!(
-            "`{MANIFEST}` is not a regular file"
-        )));
     }
-    if meta.len() > MAX_MANIFEST_BYTES {
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(LoadError::Invalid(format!(
+            "no `{YAML_MANIFEST}` or `{MANIFEST}` at the root of the pack"
+        ))),
+        _ => Err(LoadError::Invalid(format!(
+            "both `{YAML_MANIFEST}` and `{MANIFEST}` are at the root of the pack: keep one"
+        ))),
+    }
+}
+
+/// Parse the pack's manifest (YAML or JSON, see [`manifest_file`]); errors name the file and
+/// the field (`helmdeck-pack.yaml: at `handler.timeout_s`: invalid type ...`).
+pub fn read_manifest(files: &Path) -> Result<(Manifest, &'static str), LoadError> {
+    let name = manifest_file(files)?;
+    let path = files.join(name);
+    if fs::metadata(&path)?.len() > MAX_MANIFEST_BYTES {
         return Err(LoadError::Invalid(format!(
-            "`{MANIFEST}` is larger than {MAX_MANIFEST_BYTES} bytes"
+            "`{name}` is larger than {MAX_MANIFEST_BYTES} bytes"
         )));
     }
     let text = fs::read(&path)?;
-    let de = &mut serde_json::Deserializer::from_slice(&text);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let field = err.path().to_string();
-        LoadError::Invalid(format!("{MANIFEST}: at `{field}`: {}", err.into_inner()))
+    let at =
+        |field: String, why: String| LoadError::Invalid(format!("{name}: at `{field}`: {why}"));
+    let manifest = if name == YAML_MANIFEST {
+        let de = serde_norway::Deserializer::from_slice(&text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let field = err.path().to_string();
+            at(field, err.into_inner().to_string())
+        })?
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(&text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let field = err.path().to_string();
+            at(field, err.into_inner().to_string())
+        })?
+    };
+    Ok((manifest, name))
+}
+
+/// `version`: a string, or a number taken as its text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::U(n) => n.to_string(),
+        Text::I(n) => n.to_string(),
+        Text::F(n) => n.to_string(),
     })
 }
 
@@ -258,7 +318,13 @@ pub fn valid_name(name: &str) -> bool {
     bottle_spec::pack_proxy::valid_pack_name(name)
 }
 
-fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Result<Pack, LoadError> {
+fn validate(
+    m: Manifest,
+    manifest_file: &'static str,
+    files: &Path,
+    exec_dir: &Path,
+    source: Source,
+) -> Result<Pack, LoadError> {
     let bad = |msg: String| Err(LoadError::Invalid(msg));
     if !valid_name(&m.name) {
         return bad(format!(
@@ -327,8 +393,8 @@ fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Resul
         {
             return bad("trust.sha256: must be 64 lowercase hex digits".into());
         }
-        let actual =
-            trust::pack_hash(files, MANIFEST).map_err(|e| LoadError::Invalid(e.to_string()))?;
+        let actual = trust::pack_hash(files, manifest_file)
+            .map_err(|e| LoadError::Invalid(e.to_string()))?;
         if actual != *expected {
             return Err(LoadError::TrustMismatch {
                 expected: expected.clone(),
@@ -392,6 +458,7 @@ fn validate(m: Manifest, files: &Path, exec_dir: &Path, source: Source) -> Resul
         response_head,
         summary,
         trust_sha256,
+        manifest_file,
         retired: AtomicBool::new(false),
     })
 }

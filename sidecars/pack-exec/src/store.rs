@@ -5,12 +5,12 @@
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `packs/<name>@<seq>/` | one installed version; the highest `<seq>` holding a `pack.json` wins |
+//! | `packs/<name>@<seq>/` | one installed version; the highest `<seq>` holding a manifest (`helmdeck-pack.yaml` or `pack.json`) wins |
 //! | `staging/<id>/` | an install in progress (extracted, validated, then renamed into `packs/`) |
 //! | `tmp/<call-id>/` | a call's working directory, removed after the call |
 //!
 //! An install becomes visible with one `rename` (atomic); replacing or deleting a version
-//! first unlinks its `pack.json` (the durable "gone" marker — a restart ignores and removes
+//! first unlinks its manifest (the durable "gone" marker — a restart ignores and removes
 //! such directories), and the directory itself is removed once the last in-flight call using
 //! it has finished. `staging/` and `tmp/` are emptied at startup.
 
@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::archive::{self, ArchiveError, Limits};
-use crate::manifest::{LoadError, Pack, Source, MANIFEST};
+use crate::manifest::{has_manifest, LoadError, Pack, Source};
 
 /// Why an install was refused.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub enum InstallError {
     #[error("`{0}` is a pack shipped in packs_dir; installing over it needs --replace-shipped (API: ?replace_shipped=true); the installed pack then overrides the shipped one until it is deleted")]
     ShadowsShipped(String),
     /// The manifest's name is not the URL's.
-    #[error("pack.json says name `{manifest}` but the URL names `{url}`")]
+    #[error("the manifest says name `{manifest}` but the URL names `{url}`")]
     NameMismatch {
         /// From the manifest.
         manifest: String,
@@ -286,7 +286,7 @@ impl Store {
 
 /// Mark a replaced or deleted version gone on disk (unlink its manifest) and in memory.
 fn retire(pack: &Arc<Pack>) {
-    if let Err(err) = fs::remove_file(pack.dir.join(MANIFEST)) {
+    if let Err(err) = fs::remove_file(pack.dir.join(pack.manifest_file)) {
         if err.kind() != io::ErrorKind::NotFound {
             tracing::warn!(dir = %pack.dir.display(), %err, "cannot unlink the manifest of a retired pack");
         }
@@ -298,7 +298,7 @@ fn retire(pack: &Arc<Pack>) {
 /// The extracted pack's root: the staging dir, or its single top-level directory when the
 /// tarball was made from the pack's parent (`tar -C packs -c cmd.upper`).
 fn pack_root(staging: &Path) -> PathBuf {
-    if staging.join(MANIFEST).exists() {
+    if has_manifest(staging) {
         return staging.to_path_buf();
     }
     let entries: Vec<_> = match fs::read_dir(staging) {
@@ -307,7 +307,7 @@ fn pack_root(staging: &Path) -> PathBuf {
     };
     if let [only] = entries.as_slice() {
         let path = only.path();
-        if only.file_type().is_ok_and(|t| t.is_dir()) && path.join(MANIFEST).is_file() {
+        if only.file_type().is_ok_and(|t| t.is_dir()) && has_manifest(&path) {
             return path;
         }
     }
@@ -332,7 +332,7 @@ fn load_installed(packs: &Path) -> io::Result<(HashMap<String, Arc<Pack>>, u64)>
             continue;
         };
         max_seq = max_seq.max(seq);
-        if !path.join(MANIFEST).is_file() {
+        if !has_manifest(&path) {
             garbage.push(path);
             continue;
         }

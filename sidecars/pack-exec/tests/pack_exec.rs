@@ -416,7 +416,7 @@ async fn install_validation_codes() {
             (bad(json!({"input_schema": {"properties": {"x": {"type": "string", "pattern": "a"}}}})), "pattern"),
             (bad(json!({"handler": {"bogus": 1}})), "bogus"),
             (tar_of(&[file("pack.json", manifest("t.bad", json!({"handler": {"command": ["./handler.sh"]}}))), file("handler.sh", "echo")]), "not executable"),
-            (tar_of(&[script("handler.sh", "echo")]), "no `pack.json`"),
+            (tar_of(&[script("handler.sh", "echo")]), "no `helmdeck-pack.yaml` or `pack.json`"),
             (tar_of(&[file("pack.json", "{not json")]), "pack.json"),
             (b"this is not a tarball at all, not even close..........".repeat(20), "tar"),
         ];
