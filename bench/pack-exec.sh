@@ -116,7 +116,7 @@ secs=$(( duration > rounds ? duration / rounds : 1 ))
 rows=()
 for pack in bench.cat cmd.upper; do
   if [ "$pack" = bench.cat ]; then handler=(cat); label='`cat`'
-  else handler=(bash "$work/packs/cmd.upper/handler.sh"); label='`cmd.upper` (bash + jq)'; fi
+  else handler=("$work/packs/cmd.upper/upper"); label='`cmd.upper` (bash + jq)'; fi
   f1=(); f8=(); w1=(); w8=(); b1=(); b8=(); u1=(); u8=()
   # Warm-up for both sides (page cache, the VM's adaptive halt-polling): 2 s each, discarded.
   "$floor" 200 1 "$input" "${handler[@]}" >/dev/null

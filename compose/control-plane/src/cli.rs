@@ -263,6 +263,9 @@ pub struct PacksInstall {
     /// let the pack replace a pack of the same name shipped in the image
     #[argh(switch)]
     pub replace_shipped: bool,
+    /// run the pack's examples in the bottle first; a failing one refuses the install
+    #[argh(switch)]
+    pub self_test: bool,
 }
 
 /// Remove an installed pack from a bottle's pack-exec (through its operator listener).
@@ -410,6 +413,7 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
                 let flags = InstallFlags {
                     allow_unsigned: a.allow_unsigned,
                     replace_shipped: a.replace_shipped,
+                    self_test: a.self_test,
                 };
                 let opened;
                 let dir = match &a.catalog {

@@ -33,6 +33,9 @@ pub struct InstallFlags {
     pub allow_unsigned: bool,
     /// `replace_shipped=true`: an installed pack may override a pack shipped in the image.
     pub replace_shipped: bool,
+    /// `self_test=true`: pack-exec runs the pack's `examples` before the install takes
+    /// effect; a failing one refuses it (`self_test_failed`, naming the example).
+    pub self_test: bool,
 }
 
 impl InstallFlags {
@@ -44,6 +47,9 @@ impl InstallFlags {
         }
         if self.replace_shipped {
             flags.push("replace_shipped=true");
+        }
+        if self.self_test {
+            flags.push("self_test=true");
         }
         if flags.is_empty() {
             String::new()
@@ -424,10 +430,11 @@ mod tests {
         assert_eq!(
             InstallFlags {
                 allow_unsigned: true,
-                replace_shipped: true
+                replace_shipped: true,
+                self_test: true,
             }
             .query(),
-            "?allow_unsigned=true&replace_shipped=true"
+            "?allow_unsigned=true&replace_shipped=true&self_test=true"
         );
         assert_eq!(
             InstallFlags {

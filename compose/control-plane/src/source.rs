@@ -221,9 +221,12 @@ mod tests {
             Source::Example
                 .copy_pack(pack, &tmp.path().join(name))
                 .unwrap();
-            assert!(tmp.path().join(name).join("pack.json").is_file(), "{pack}");
+            assert!(
+                tmp.path().join(name).join("helmdeck-pack.yaml").is_file(),
+                "{pack}"
+            );
         }
-        let handler = tmp.path().join("cmd.upper/handler.sh");
+        let handler = tmp.path().join("cmd.upper/upper");
         let mode = std::fs::metadata(handler).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
     }

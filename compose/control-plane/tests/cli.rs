@@ -82,8 +82,8 @@ fn render_out_writes_the_project_directory() {
         "compose.yaml",
         "config/init.json",
         "config/pack-exec.json",
-        "packs/cmd.upper/pack.json",
-        "packs/cmd.wordcount/handler.sh",
+        "packs/cmd.upper/helmdeck-pack.yaml",
+        "packs/cmd.wordcount/wordcount",
         "manifest.toml",
     ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");

@@ -45,6 +45,8 @@ pub mod code {
     pub const MISSING_DEPENDENCY: &str = "missing_dependency";
     /// Install: bad tarball, manifest or name (400).
     pub const INVALID_PACK: &str = "invalid_pack";
+    /// An install with `self_test=true` whose example failed (400); nothing was installed.
+    pub const SELF_TEST_FAILED: &str = "self_test_failed";
     /// Install: the files do not hash to `trust.sha256` (400).
     pub const TRUST_MISMATCH: &str = "trust_mismatch";
     /// DELETE of a shipped pack (409).
@@ -192,7 +194,7 @@ impl Api {
                     allow_unsigned: operator_unsigned || flags.allow_unsigned,
                     replace_shipped: flags.replace_shipped,
                 };
-                self.install(req, name, policy).await
+                self.install(req, name, policy, flags.self_test).await
             }
             Method::DELETE => self.delete(name).await,
             Method::GET => self.get(&name),
@@ -306,6 +308,7 @@ impl Api {
         req: Request<Incoming>,
         name: String,
         policy: InstallPolicy,
+        self_test: bool,
     ) -> Result<Response<Body>, ApiError> {
         if !valid_name(&name) {
             return Err(err(
@@ -319,17 +322,66 @@ impl Api {
             return Err(install_error(InstallError::ShadowsShipped(name)));
         }
         let body = self.read_body(req).await?;
-        let (pack, replaced) = self
+        let staged = self
             .store
-            .install(name, body, policy)
+            .stage(name, body, policy, self_test)
             .await
             .map_err(install_error)?;
+        if self_test {
+            if let Err(failed) = self.self_test(staged.pack()).await {
+                self.store.abandon(staged);
+                return Err(failed);
+            }
+        }
+        let (pack, replaced) = self.store.publish(staged).await.map_err(install_error)?;
         let status = if replaced {
             StatusCode::OK
         } else {
             StatusCode::CREATED
         };
         Ok(body::json(status, &pack.summary))
+    }
+
+    /// `self_test=true`: run every one of the staged pack's `examples` as a call would (same
+    /// runner, jail and limits) and check its `expected_output_subset`; the first failure is
+    /// the install's answer, naming the example and the difference.
+    async fn self_test(&self, pack: &Arc<Pack>) -> Result<(), ApiError> {
+        let failed = |m: String| err(StatusCode::BAD_REQUEST, code::SELF_TEST_FAILED, m);
+        let examples = crate::examples::parse(pack.examples.as_ref())
+            .map_err(|m| err(StatusCode::BAD_REQUEST, code::INVALID_PACK, m))?;
+        for example in &examples {
+            let label = format!("example `{}`", example.name);
+            pack.input.validate(&example.input).map_err(|m| {
+                failed(format!(
+                    "{label}: its input does not match input_schema: {m}"
+                ))
+            })?;
+            let input = Bytes::from(example.input.to_string());
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| internal(format!("handler slots closed: {e}")))?;
+            let call_id = new_request_id();
+            let stdout = self.runner.run(pack, &input, &call_id).await;
+            drop(permit);
+            let stdout = stdout.map_err(|e| {
+                let e = exec_error(e, pack);
+                failed(format!("{label}: the call failed: {}", e.message))
+            })?;
+            let output = check_output(&stdout, pack)
+                .map_err(|e| failed(format!("{label}: {}", e.message)))?;
+            let actual: Value = serde_json::from_slice(output)
+                .map_err(|e| failed(format!("{label}: output is not JSON: {e}")))?;
+            if let Some(expected) = &example.expected {
+                if let Some(difference) = crate::examples::difference(expected, &actual, "output") {
+                    return Err(failed(format!("{label}: {difference}")));
+                }
+            }
+        }
+        tracing::info!(pack = %pack.name, examples = examples.len(), "self-test passed");
+        Ok(())
     }
 
     async fn delete(&self, name: String) -> Result<Response<Body>, ApiError> {
@@ -455,6 +507,7 @@ fn authorize(req: &Request<Incoming>, token: &OperatorToken) -> Result<(), ApiEr
 struct Flags {
     allow_unsigned: bool,
     replace_shipped: bool,
+    self_test: bool,
 }
 
 /// Parse the operator listener's query: `allow_unsigned` and `replace_shipped` (`true` or
@@ -462,7 +515,7 @@ struct Flags {
 fn query_flags(query: Option<&str>, install: bool) -> Result<Flags, ApiError> {
     let bad = |m: String| err(StatusCode::BAD_REQUEST, code::INVALID_INPUT, m);
     let takes = if install {
-        "this endpoint takes allow_unsigned=true|false and replace_shipped=true|false"
+        "this endpoint takes allow_unsigned=true|false, replace_shipped=true|false and self_test=true|false"
     } else {
         "this endpoint takes none"
     };
@@ -474,6 +527,7 @@ fn query_flags(query: Option<&str>, install: bool) -> Result<Flags, ApiError> {
         let slot = match key {
             "allow_unsigned" if install => &mut flags.allow_unsigned,
             "replace_shipped" if install => &mut flags.replace_shipped,
+            "self_test" if install => &mut flags.self_test,
             _ => {
                 let shown: String = key.chars().take(64).collect();
                 unknown.push(format!("`{}`", shown.escape_default()));

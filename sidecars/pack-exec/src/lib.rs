@@ -14,6 +14,7 @@
 //! | [`trust`] | the `trust.sha256` pack hash |
 //! | [`store`] | installed packs on disk (atomic, persistent) + shipped packs, in-memory registry |
 //! | [`reach`] | start-up check that `run_as` handlers can reach the pack and call dirs |
+//! | [`examples`] | a manifest's `examples` and the subset comparison of the install-time self-test |
 //! | [`exec`] | one call: spawn, stdin/stdout/stderr, timeout, group kill, temp dir |
 //! | [`stderr`] | bounded stderr capture: tail for messages, lines to the log |
 //! | [`api`] | HTTP routes and the error-code mapping, for the agent and operator listeners |
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod archive;
 pub mod config;
+pub mod examples;
 pub mod exec;
 pub mod manifest;
 pub mod operator;

@@ -208,6 +208,9 @@ pub struct Pack {
     /// The manifest's `trust.sha256`, verified against the files; `None` = an unsigned pack
     /// (operator installs of those need consent).
     pub trust_sha256: Option<String>,
+    /// The manifest's `examples`, as written: the install-time self-test's cases
+    /// ([`crate::examples`]).
+    pub examples: Option<Value>,
     /// The manifest file this pack was read from ([`MANIFEST`] or [`YAML_MANIFEST`]): what a
     /// retirement unlinks, and what the trust hash leaves out.
     pub manifest_file: &'static str,
@@ -458,6 +461,7 @@ fn validate(
         response_head,
         summary,
         trust_sha256,
+        examples: m.examples,
         manifest_file,
         retired: AtomicBool::new(false),
     })

@@ -85,6 +85,26 @@ pub struct InstallPolicy {
     pub replace_shipped: bool,
 }
 
+/// In a staged pack's directory until it is published: a restart discards the directory.
+pub const UNVERIFIED_MARKER: &str = ".sidecars-unverified";
+
+/// A pack put in place by [`Store::stage`], not yet visible to calls; the store's writer lock
+/// is held until it is published or abandoned.
+#[derive(Debug)]
+pub struct Staged {
+    pack: Arc<Pack>,
+    dir: PathBuf,
+    unverified: bool,
+    _writer: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Staged {
+    /// The staged pack (runnable: its files are in their final place).
+    pub fn pack(&self) -> &Arc<Pack> {
+        &self.pack
+    }
+}
+
 /// Installed and shipped packs, on disk and in memory.
 #[derive(Debug)]
 pub struct Store {
@@ -94,7 +114,7 @@ pub struct Store {
     installed: RwLock<HashMap<String, Arc<Pack>>>,
     shipped: HashMap<String, Arc<Pack>>,
     /// Serialises installs and deletes (calls never wait on it).
-    writer: tokio::sync::Mutex<()>,
+    writer: Arc<tokio::sync::Mutex<()>>,
     seq: AtomicU64,
     limits: Limits,
 }
@@ -125,7 +145,7 @@ impl Store {
             tmp,
             installed: RwLock::new(installed),
             shipped,
-            writer: tokio::sync::Mutex::new(()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             seq: AtomicU64::new(max_seq),
             limits: Limits::default(),
         })
@@ -189,19 +209,76 @@ impl Store {
         body: Bytes,
         policy: InstallPolicy,
     ) -> Result<(Arc<Pack>, bool), InstallError> {
-        let _writer = self.writer.lock().await;
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.install_blocking(&name, &body, policy))
-            .await
-            .map_err(|e| InstallError::Task(e.to_string()))?
+        let staged = self.stage(name, body, policy, false).await?;
+        self.publish(staged).await
     }
 
-    fn install_blocking(
+    /// The first half of an install: extract, validate and put the pack in its final
+    /// directory, not yet visible to calls. With `unverified`, the directory carries
+    /// [`UNVERIFIED_MARKER`] until [`Store::publish`]: a restart in between discards it, so a
+    /// pack whose self-test did not pass never comes back. Holds the writer lock until the
+    /// [`Staged`] is published or abandoned.
+    pub async fn stage(
+        self: &Arc<Self>,
+        name: String,
+        body: Bytes,
+        policy: InstallPolicy,
+        unverified: bool,
+    ) -> Result<Staged, InstallError> {
+        let writer = self.writer.clone().lock_owned().await;
+        let store = self.clone();
+        let (pack, dir) = tokio::task::spawn_blocking(move || {
+            store.stage_blocking(&name, &body, policy, unverified)
+        })
+        .await
+        .map_err(|e| InstallError::Task(e.to_string()))??;
+        Ok(Staged {
+            pack: Arc::new(pack),
+            dir,
+            unverified,
+            _writer: writer,
+        })
+    }
+
+    /// Make a staged pack the one calls run (replacing an installed version, which retires).
+    pub async fn publish(
+        self: &Arc<Self>,
+        staged: Staged,
+    ) -> Result<(Arc<Pack>, bool), InstallError> {
+        if staged.unverified {
+            fs::remove_file(staged.dir.join(UNVERIFIED_MARKER))?;
+            sync_dir(&staged.dir);
+        }
+        let pack = staged.pack.clone();
+        let old = self
+            .installed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pack.name.clone(), pack.clone());
+        let replaced = old.is_some();
+        if let Some(old) = old {
+            retire(&old);
+        }
+        tracing::info!(pack = %pack.name, version = %pack.version, replaced, "pack installed");
+        Ok((pack, replaced))
+    }
+
+    /// Drop a staged pack (its self-test failed): its directory goes, the installed version
+    /// (if any) stays as it was.
+    pub fn abandon(&self, staged: Staged) {
+        if let Err(err) = fs::remove_dir_all(&staged.dir) {
+            tracing::warn!(dir = %staged.dir.display(), %err, "cannot remove an abandoned pack");
+        }
+        sync_dir(&self.packs);
+    }
+
+    fn stage_blocking(
         &self,
         name: &str,
         body: &[u8],
         policy: InstallPolicy,
-    ) -> Result<(Arc<Pack>, bool), InstallError> {
+        unverified: bool,
+    ) -> Result<(Pack, PathBuf), InstallError> {
         if self.is_shipped(name) && !policy.replace_shipped {
             return Err(InstallError::ShadowsShipped(name.to_string()));
         }
@@ -222,21 +299,13 @@ impl Store {
         if pack.trust_sha256.is_none() && !policy.allow_unsigned {
             return Err(InstallError::Unsigned(name.to_string()));
         }
+        if unverified {
+            fs::write(root.join(UNVERIFIED_MARKER), b"")?;
+        }
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
         fs::rename(&root, &final_dir)?;
         sync_dir(&self.packs);
-        let pack = Arc::new(pack);
-        let old = self
-            .installed
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), pack.clone());
-        let replaced = old.is_some();
-        if let Some(old) = old {
-            retire(&old);
-        }
-        tracing::info!(pack = name, version = %pack.version, replaced, "pack installed");
-        Ok((pack, replaced))
+        Ok((pack, final_dir))
     }
 
     /// Delete the installed pack `name`.
@@ -332,7 +401,7 @@ fn load_installed(packs: &Path) -> io::Result<(HashMap<String, Arc<Pack>>, u64)>
             continue;
         };
         max_seq = max_seq.max(seq);
-        if !has_manifest(&path) {
+        if !has_manifest(&path) || path.join(UNVERIFIED_MARKER).exists() {
             garbage.push(path);
             continue;
         }

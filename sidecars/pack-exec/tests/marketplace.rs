@@ -197,3 +197,101 @@ async fn two_manifests_or_a_bad_yaml_field_are_refused_naming_the_file() {
     })
     .await;
 }
+
+/// The marketplace pack with its example expecting `want` for input `hello`.
+fn pack_expecting(want: &str) -> Vec<u8> {
+    tar_of(&[
+        file(
+            "helmdeck-pack.yaml",
+            yaml("cmd.shout", None).replace("{text: HELLO}", &format!("{{text: {want}}}")),
+        ),
+        script("upper", UPPER),
+    ])
+}
+
+#[tokio::test]
+async fn self_test_runs_the_examples_and_a_failing_one_installs_nothing() {
+    within(60, async {
+        let state = open_tempdir();
+        let server = Server::start(config(state.path())).await;
+        let resp = server
+            .install_with(
+                "cmd.shout",
+                "allow_unsigned=true&self_test=true",
+                pack_expecting("HELLO"),
+            )
+            .await;
+        assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
+        let before = server.walk();
+
+        // The new version's example fails: refused, naming the example and the difference.
+        let resp = server
+            .install_with(
+                "cmd.shout",
+                "allow_unsigned=true&self_test=true",
+                pack_expecting("hello"),
+            )
+            .await;
+        let message = resp.assert_error(400, "self_test_failed");
+        assert!(
+            message.contains("example `short`")
+                && message.contains("output.text is \"HELLO\", expected \"hello\""),
+            "{message}"
+        );
+        assert_eq!(
+            server.walk(),
+            before,
+            "nothing of the refused version is left"
+        );
+        let resp = server.call("cmd.shout", r#"{"text":"kept"}"#).await;
+        assert_eq!(
+            resp.json()["output"],
+            json!({"text": "KEPT"}),
+            "the old version runs"
+        );
+
+        // Without self_test the same pack installs: the examples are the operator's choice.
+        let resp = server
+            .install_with("cmd.shout", "allow_unsigned=true", pack_expecting("hello"))
+            .await;
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_staged_pack_interrupted_before_its_self_test_passed_is_gone_after_a_restart() {
+    use pack_exec::store::{InstallPolicy, Store};
+    use std::sync::Arc;
+    let state = open_tempdir();
+    let packs_dir = state.path().join("no-shipped");
+    let store = Arc::new(Store::open(state.path(), &packs_dir).unwrap());
+    let policy = InstallPolicy {
+        allow_unsigned: true,
+        replace_shipped: false,
+    };
+    let staged = store
+        .stage(
+            "cmd.shout".into(),
+            pack_expecting("HELLO").into(),
+            policy,
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(store.get("cmd.shout").is_none(), "not visible while staged");
+    // The daemon dies here: neither published nor abandoned.
+    std::mem::forget(staged);
+    drop(store);
+    let store = Store::open(state.path(), &packs_dir).unwrap();
+    assert!(
+        store.get("cmd.shout").is_none(),
+        "an unverified pack never comes back"
+    );
+    let left: Vec<_> = std::fs::read_dir(state.path().join("packs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "its directory is removed: {left:?}");
+}

@@ -327,12 +327,13 @@ async fn handler_failure_carries_the_stderr_tail() {
         assert!(msg.ends_with("it broke: bad thing"), "{msg}");
         assert!(msg.len() < 4096 + 100, "stderr tail is capped: {} bytes", msg.len());
         // The seed pack's jq error (no schema on this copy) reaches the message too.
-        let no_schema = std::fs::read_to_string(seed_packs().join("cmd.upper/pack.json")).unwrap();
-        let mut m: Value = serde_json::from_str(&no_schema).unwrap();
+        let no_schema =
+            std::fs::read_to_string(seed_packs().join("cmd.upper/helmdeck-pack.yaml")).unwrap();
+        let mut m: Value = serde_norway::from_str(&no_schema).unwrap();
         m["name"] = json!("t.upper");
         m.as_object_mut().unwrap().remove("input_schema");
-        let handler = std::fs::read_to_string(seed_packs().join("cmd.upper/handler.sh")).unwrap();
-        let tar = tar_of(&[file("pack.json", m.to_string()), script("handler.sh", &handler)]);
+        let handler = std::fs::read_to_string(seed_packs().join("cmd.upper/upper")).unwrap();
+        let tar = tar_of(&[file("pack.json", m.to_string()), script("upper", &handler)]);
         assert_eq!(server.install("t.upper", tar).await.status, 201);
         let msg = server.call("t.upper", r#"{"text": 7}"#).await.assert_error(502, "handler_failed");
         assert!(msg.contains("input.text must be a string"), "{msg}");

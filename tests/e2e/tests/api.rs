@@ -618,11 +618,11 @@ fn the_control_plane_image_runs_the_conventional_way() {
     // An install over the operator listener (unpublished: the relay reaches it), then a call.
     let pack = tempfile::tempdir().expect("pack dir");
     let upper = e2e::workspace_root().join("packs/cmd.upper");
-    std::fs::copy(upper.join("handler.sh"), pack.path().join("handler.sh")).expect("handler");
-    let manifest = std::fs::read_to_string(upper.join("pack.json"))
-        .expect("pack.json")
-        .replace("\"cmd.upper\"", "\"cmd.shout\"");
-    std::fs::write(pack.path().join("pack.json"), manifest).expect("write pack.json");
+    std::fs::copy(upper.join("upper"), pack.path().join("upper")).expect("handler");
+    let manifest = std::fs::read_to_string(upper.join("helmdeck-pack.yaml"))
+        .expect("helmdeck-pack.yaml")
+        .replace("name: cmd.upper", "name: cmd.shout");
+    std::fs::write(pack.path().join("helmdeck-pack.yaml"), manifest).expect("write the manifest");
     let archive = pack.path().join("pack.tar.gz");
     run(
         "tar",
@@ -631,8 +631,8 @@ fn the_control_plane_image_runs_the_conventional_way() {
             &archive.display().to_string(),
             "-C",
             &pack.path().display().to_string(),
-            "pack.json",
-            "handler.sh",
+            "helmdeck-pack.yaml",
+            "upper",
         ],
     )
     .ok("tar the pack");
@@ -643,7 +643,7 @@ fn the_control_plane_image_runs_the_conventional_way() {
         "Content-Type: application/gzip",
         "--data-binary",
         &format!("@{}", archive.display()),
-        &format!("{url}/v1/bottles/{slug}/packs/cmd.shout?allow_unsigned=1"),
+        &format!("{url}/v1/bottles/{slug}/packs/cmd.shout?allow_unsigned=1&self_test=1"),
     ]));
     assert_eq!(status, 201, "install: {body}\n{}", logs());
     let (status, body) = split(curl(&[

@@ -615,8 +615,8 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
     // init's process files.
     read.extend(
         [
-            "/usr/share/sidecars/packs/cmd.upper/handler.sh",
-            "/etc/sidecars/packs/cmd.upper/handler.sh",
+            "/usr/share/sidecars/packs/cmd.upper/upper",
+            "/etc/sidecars/packs/cmd.upper/upper",
             "/proc/1/cmdline",
             "/proc/1/status",
             "/proc/1/environ",

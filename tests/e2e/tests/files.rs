@@ -173,6 +173,36 @@ fn files_volumes_are_reused_refilled_after_an_interrupted_fill_and_removed_by_do
     let out = b.call_upper();
     assert!(out.stdout.contains("FILLED"), "{out:?}");
 
+    // A marketplace catalog (the repository's packs/), one named pack, self-tested in the
+    // bottle's jail before it replaces the shipped one.
+    let catalog = workspace_root().join("packs").display().to_string();
+    let out = b.cp(&[
+        "packs",
+        "install",
+        &b.slug,
+        "--catalog",
+        &catalog,
+        "cmd.lower",
+        "--allow-unsigned",
+        "--replace-shipped",
+        "--self-test",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("\"source\":\"installed\""), "{out:?}");
+    let out = b.cp(&[
+        "packs",
+        "install",
+        &b.slug,
+        "--catalog",
+        &catalog,
+        "cmd.nope",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("cmd.wordcount"),
+        "the catalog's names are listed: {out:?}"
+    );
+
     // Unchanged: the same volumes, the container kept.
     let id = run(
         "docker",

@@ -117,17 +117,18 @@ pub fn approvals_query(query: Option<&str>) -> Result<bool, String> {
     Ok(pending)
 }
 
-/// Parse `?allow_unsigned=1&replace_shipped=1` of a pack install.
+/// Parse `?allow_unsigned=1&replace_shipped=1&self_test=1` of a pack install.
 pub fn install_query(query: Option<&str>) -> Result<crate::packs::InstallFlags, String> {
     let mut flags = crate::packs::InstallFlags::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=').unwrap_or((pair, "")) {
             ("allow_unsigned", v) => flags.allow_unsigned = flag("allow_unsigned", v)?,
             ("replace_shipped", v) => flags.replace_shipped = flag("replace_shipped", v)?,
+            ("self_test", v) => flags.self_test = flag("self_test", v)?,
             (k, _) => {
                 return Err(format!(
-                    "unknown query parameter {k:?} (known: allow_unsigned, replace_shipped)"
-                ))
+                "unknown query parameter {k:?} (known: allow_unsigned, replace_shipped, self_test)"
+            ))
             }
         }
     }
@@ -225,7 +226,15 @@ mod tests {
             install_query(Some("allow_unsigned=1&replace_shipped=true")),
             Ok(crate::packs::InstallFlags {
                 allow_unsigned: true,
-                replace_shipped: true
+                replace_shipped: true,
+                self_test: false,
+            })
+        );
+        assert_eq!(
+            install_query(Some("self_test=1")),
+            Ok(crate::packs::InstallFlags {
+                self_test: true,
+                ..Default::default()
             })
         );
         assert_eq!(install_query(None), Ok(Default::default()));
