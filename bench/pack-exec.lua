@@ -1,7 +1,14 @@
--- wrk script for bench/pack-exec.sh: POST the JSON in $BODY, print exact percentiles.
+-- wrk script for bench/pack-exec.sh and bench/mcp-packs.sh: POST the JSON in $BODY (with
+-- $MCP_SESSION: as an MCP request of that session), print exact percentiles.
 wrk.method = "POST"
 wrk.body = os.getenv("BODY") or "{}"
 wrk.headers["Content-Type"] = "application/json"
+local session = os.getenv("MCP_SESSION")
+if session and session ~= "" then
+  wrk.headers["Accept"] = "application/json, text/event-stream"
+  wrk.headers["Mcp-Session-Id"] = session
+  wrk.headers["Mcp-Protocol-Version"] = os.getenv("MCP_VERSION") or "2025-11-25"
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

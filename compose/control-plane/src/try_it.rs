@@ -82,6 +82,10 @@ pub fn text(n: &Names, cp: &str) -> String {
             ),
         ),
         (
+            "the same pack as an MCP tool (pack-exec's /mcp, the agent's MCP_PACKS_URL)",
+            format!("{exec} bottle-mcp call cmd-upper '{{\"text\":\"hello\"}}'"),
+        ),
+        (
             "git through git-gate: clone, then a clean push (forwarded upstream)",
             format!(
                 "{exec} sh -c 'cd /tmp && git clone -q {} demo && cd demo && echo hi > hi.txt && git add hi.txt && {git} commit -qm hi && git push -q origin HEAD'",
@@ -178,6 +182,7 @@ mod tests {
             ),
             ("allowlist refusal", "http://example.com/"),
             ("pack-exec", "http://sidecars:9000/v1/packs/cmd.upper"),
+            ("packs over MCP", "bottle-mcp call cmd-upper"),
             ("git-gate", "git clone -q git://sidecars:9418/demo"),
             ("supervise", "bottle-mcp request-approval"),
             ("approvals", "approvals approve example <ID>"),

@@ -274,6 +274,10 @@ pub fn agent_env(m: &Manifest) -> BTreeMap<String, String> {
                     "PACK_EXEC_URL".to_string(),
                     format!("http://{SIDECARS}:{}", d.port()),
                 );
+                env.insert(
+                    "MCP_PACKS_URL".to_string(),
+                    format!("http://{SIDECARS}:{}/mcp", d.port()),
+                );
             }
             Daemon::Egress => {
                 env.insert("NODE_EXTRA_CA_CERTS".to_string(), AGENT_CA_CERT.to_string());

@@ -115,6 +115,10 @@ fn pack_exec_env_ports_mounts_and_config() {
     );
     let agent = &b.project.services[AGENT];
     assert_eq!(agent.environment["PACK_EXEC_URL"], "http://sidecars:9000");
+    assert_eq!(
+        agent.environment["MCP_PACKS_URL"],
+        "http://sidecars:9000/mcp"
+    );
     assert!(
         !agent.environment.contains_key("HTTPS_PROXY"),
         "no pipelock, no proxy env"
@@ -207,6 +211,7 @@ fn agent_env_per_daemon() {
     assert_eq!(env["GIT_GATE_URL"], "git://sidecars:9418/repo");
     assert_eq!(env["MCP_SUPERVISE_URL"], "http://sidecars:9100/mcp");
     assert_eq!(env["PACK_EXEC_URL"], "http://sidecars:9000");
+    assert_eq!(env["MCP_PACKS_URL"], "http://sidecars:9000/mcp");
     m.git.clear();
     assert_eq!(agent_env(&m)["GIT_GATE_URL"], "git://sidecars:9418/");
     assert!(Daemon::ALL

@@ -20,6 +20,8 @@
 //! | [`secrets`] | the secret/DLP scanner (token formats, configured values in any encoding); pipelock and git-gate |
 //! | [`proxy`] | forward-proxy plumbing shared by pipelock and egress: targets, hop-by-hop headers, tunnels |
 //! | [`splice`] | zero-copy tunnel relay with `splice(2)` through a pipe per direction |
+//! | [`mcp`] | MCP over streamable HTTP: JSON-RPC, sessions, the `/mcp` endpoint, SSE notifications |
+//! | [`random`] | unpredictable ids from the OS's CSPRNG |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -30,7 +32,9 @@ pub mod encodings;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod mcp;
 pub mod proxy;
+pub mod random;
 pub mod secrets;
 pub mod shutdown;
 pub mod splice;

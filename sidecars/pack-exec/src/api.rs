@@ -85,16 +85,114 @@ pub enum Access {
 pub struct Api {
     /// Installed and shipped packs.
     pub store: Arc<Store>,
+    /// Runs calls (shared with the operator listener and the MCP tools).
+    pub calls: Calls,
+    /// The agent listener's `/mcp` endpoint (packs as MCP tools); `None` elsewhere.
+    pub mcp: Option<sidecars_common::mcp::Endpoint<crate::mcp::PackTools>>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Agent or operator listener.
+    pub access: Access,
+}
+
+/// One call of a pack, the same for every way in (HTTP on either listener, MCP, self-test):
+/// a handler slot, the runner, and the output check.
+#[derive(Clone)]
+pub struct Calls {
     /// Spawns handlers.
     pub runner: Runner,
     /// Bounds concurrently running handlers; `try_acquire` so excess calls get 429 at once.
     pub slots: Arc<Semaphore>,
     /// The semaphore's size, for the `busy` message.
     pub concurrency: usize,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Agent or operator listener.
-    pub access: Access,
+}
+
+/// A finished call: the handler's stdout, its parsed output, and how long it took.
+pub struct Called {
+    /// stdout as the handler wrote it.
+    pub stdout: Vec<u8>,
+    /// stdout parsed (one JSON value, checked against `output_schema`).
+    pub output: Value,
+    /// Wall time of the call, milliseconds (three decimals).
+    pub duration_ms: f64,
+}
+
+impl Called {
+    /// The output exactly as the handler printed it, without surrounding whitespace.
+    pub fn output_bytes(&self) -> &[u8] {
+        trim(&self.stdout)
+    }
+}
+
+impl Calls {
+    /// Run `pack` on `input` (a JSON object already checked against `input_schema`). With
+    /// `wait`, a call queues for a slot (the self-test); without, a full house is `busy`.
+    pub async fn run(
+        &self,
+        pack: &Arc<Pack>,
+        input: Bytes,
+        wait: bool,
+    ) -> Result<Called, ApiError> {
+        let permit = if wait {
+            self.slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| internal(format!("handler slots closed: {e}")))?
+        } else {
+            self.slots.clone().try_acquire_owned().map_err(|_| {
+                err(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code::BUSY,
+                    format!(
+                        "all {} handler slots are busy; retry shortly",
+                        self.concurrency
+                    ),
+                )
+                .with_retry_after(1)
+            })?
+        };
+        let call_id = new_request_id();
+        tracing::debug!(call_id = %call_id, pack = %pack.name, "call");
+        // Run in its own task: a client that hangs up does not cut a handler short (its
+        // group is killed and its temp dir removed by the same code path as always).
+        let runner = self.runner.clone();
+        let task_pack = pack.clone();
+        let started = Instant::now();
+        let outcome = tokio::spawn(async move {
+            let result = runner.run(&task_pack, &input, &call_id).await;
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| internal(format!("call task failed: {e}")))?;
+        let stdout = outcome.map_err(|e| exec_error(e, pack))?;
+        let output = check_output(&stdout, pack)?;
+        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        Ok(Called {
+            stdout,
+            output,
+            duration_ms,
+        })
+    }
+}
+
+/// Check a call's input object against the pack's `input_schema`.
+pub fn check_input(pack: &Pack, input: &Value) -> Result<(), ApiError> {
+    if !input.is_object() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_INPUT,
+            format!("the input must be a JSON object, not {}", kind(input)),
+        ));
+    }
+    pack.input.validate(input).map_err(|m| {
+        err(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_INPUT,
+            format!("input does not match input_schema: {m}"),
+        )
+    })
 }
 
 impl Handler for Api {
@@ -141,6 +239,11 @@ impl Api {
             authorize(&req, token)?;
             let install = *req.method() == Method::PUT && path.starts_with("/v1/packs/");
             flags = query_flags(req.uri().query(), install)?;
+        }
+        if path == "/mcp" {
+            if let Some(mcp) = &self.mcp {
+                return Ok(mcp.handle(req, ctx).await);
+            }
         }
         if path == "/health" {
             return match *req.method() {
@@ -245,55 +348,17 @@ impl Api {
                     format!("the body is not JSON: {e}"),
                 )
             })?;
-            if !value.is_object() {
-                return Err(err(
-                    StatusCode::BAD_REQUEST,
-                    code::INVALID_INPUT,
-                    format!("the input must be a JSON object, not {}", kind(&value)),
-                ));
-            }
-            pack.input.validate(&value).map_err(|m| {
-                err(
-                    StatusCode::BAD_REQUEST,
-                    code::INVALID_INPUT,
-                    format!("input does not match input_schema: {m}"),
-                )
-            })?;
+            check_input(&pack, &value)?;
             body
         };
-        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
-            err(
-                StatusCode::TOO_MANY_REQUESTS,
-                code::BUSY,
-                format!(
-                    "all {} handler slots are busy; retry shortly",
-                    self.concurrency
-                ),
-            )
-            .with_retry_after(1)
-        })?;
-        let call_id = new_request_id();
-        tracing::debug!(request_id = %ctx.request_id, call_id = %call_id, pack = %pack.name, "call");
-        // Run in its own task: a client that hangs up does not cut a handler short (its
-        // group is killed and its temp dir removed by the same code path as always).
-        let runner = self.runner.clone();
-        let task_pack = pack.clone();
-        let started = Instant::now();
-        let outcome = tokio::spawn(async move {
-            let result = runner.run(&task_pack, &input, &call_id).await;
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| internal(format!("call task failed: {e}")))?;
-        let stdout = outcome.map_err(|e| exec_error(e, &pack))?;
-        let output = check_output(&stdout, &pack)?;
-        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        tracing::debug!(request_id = %ctx.request_id, pack = %pack.name, "call over HTTP");
+        let called = self.calls.run(&pack, input, false).await?;
+        let output = called.output_bytes();
         let mut bytes = Vec::with_capacity(pack.response_head.len() + output.len() + 32);
         bytes.extend_from_slice(&pack.response_head);
         bytes.extend_from_slice(output);
         bytes.extend_from_slice(b",\"duration_ms\":");
-        bytes.extend_from_slice(format!("{duration_ms}").as_bytes());
+        bytes.extend_from_slice(format!("{}", called.duration_ms).as_bytes());
         bytes.extend_from_slice(b"}\n");
         let mut resp = Response::new(body::full(bytes));
         resp.headers_mut().insert(
@@ -357,23 +422,15 @@ impl Api {
                 ))
             })?;
             let input = Bytes::from(example.input.to_string());
-            let permit = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| internal(format!("handler slots closed: {e}")))?;
-            let call_id = new_request_id();
-            let stdout = self.runner.run(pack, &input, &call_id).await;
-            drop(permit);
-            let stdout = stdout.map_err(|e| {
-                let e = exec_error(e, pack);
-                failed(format!("{label}: the call failed: {}", e.message))
+            let called = self.calls.run(pack, input, true).await.map_err(|e| {
+                let how = if e.code == code::INVALID_OUTPUT {
+                    ""
+                } else {
+                    "the call failed: "
+                };
+                failed(format!("{label}: {how}{}", e.message))
             })?;
-            let output = check_output(&stdout, pack)
-                .map_err(|e| failed(format!("{label}: {}", e.message)))?;
-            let actual: Value = serde_json::from_slice(output)
-                .map_err(|e| failed(format!("{label}: output is not JSON: {e}")))?;
+            let actual = called.output;
             if let Some(expected) = &example.expected {
                 if let Some(difference) = crate::examples::difference(expected, &actual, "output") {
                     return Err(failed(format!("{label}: {difference}")));
@@ -402,8 +459,8 @@ impl Api {
     }
 }
 
-/// stdout must be exactly one JSON value matching `output_schema`; returns it trimmed.
-fn check_output<'a>(stdout: &'a [u8], pack: &Pack) -> Result<&'a [u8], ApiError> {
+/// stdout must be exactly one JSON value matching `output_schema`; returns it parsed.
+fn check_output(stdout: &[u8], pack: &Pack) -> Result<Value, ApiError> {
     let bad = |m: String| err(StatusCode::BAD_GATEWAY, code::INVALID_OUTPUT, m);
     let trimmed = trim(stdout);
     if trimmed.is_empty() {
@@ -419,7 +476,7 @@ fn check_output<'a>(stdout: &'a [u8], pack: &Pack) -> Result<&'a [u8], ApiError>
     pack.output
         .validate(&value)
         .map_err(|m| bad(format!("output does not match output_schema: {m}")))?;
-    Ok(trimmed)
+    Ok(value)
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {

@@ -42,6 +42,8 @@ pub struct Config {
     /// Accept operator installs of packs without `trust.sha256` even without
     /// `?allow_unsigned=true`.
     pub allow_unsigned: bool,
+    /// Most MCP sessions kept at `/mcp` at once; the least recently used goes first.
+    pub max_mcp_sessions: usize,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             operator_listen: None,
             operator_token_file: None,
             allow_unsigned: false,
+            max_mcp_sessions: 1024,
         }
     }
 }
@@ -103,6 +106,12 @@ impl Validate for Config {
             p.push(format!(
                 "concurrency: {} is out of range (1 to 4096)",
                 self.concurrency
+            ));
+        }
+        if !(1..=65536).contains(&self.max_mcp_sessions) {
+            p.push(format!(
+                "max_mcp_sessions: {} is out of range (1 to 65536)",
+                self.max_mcp_sessions
             ));
         }
         if self.state_dir.as_os_str().is_empty() {

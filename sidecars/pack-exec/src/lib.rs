@@ -18,6 +18,7 @@
 //! | [`exec`] | one call: spawn, stdin/stdout/stderr, timeout, group kill, temp dir |
 //! | [`stderr`] | bounded stderr capture: tail for messages, lines to the log |
 //! | [`api`] | HTTP routes and the error-code mapping, for the agent and operator listeners |
+//! | [`mcp`] | every pack as an MCP tool at `/mcp` on the agent listener (`cmd.upper` ↔ `cmd-upper`) |
 //! | [`operator`] | the operator listener: `default-route:` lookup, the bearer token |
 //! | [`relay`] | `sidecars pack-exec-relay`: stdin/stdout to a listener on loopback (the control plane's way in) |
 //! | [`cli`] | `sidecars pack-exec`: the daemon's entry point |
@@ -30,6 +31,7 @@ pub mod config;
 pub mod examples;
 pub mod exec;
 pub mod manifest;
+pub mod mcp;
 pub mod operator;
 pub mod reach;
 pub mod relay;
@@ -190,14 +192,31 @@ pub async fn run_with(
     if let (Some(run_as), None) = (run_as, &config.spawner) {
         handlers_can_reach(&store, &config, run_as)?;
     }
-    let api = api::Api {
+    let calls = api::Calls {
         runner: match &config.spawner {
             Some(socket) => exec::Runner::via_init(socket.clone()),
             None => exec::Runner::new(store.tmp_dir().to_path_buf(), run_as),
         },
-        store,
         slots: Arc::new(Semaphore::new(config.concurrency)),
         concurrency: config.concurrency,
+    };
+    let sessions = Arc::new(sidecars_common::mcp::Sessions::new(config.max_mcp_sessions));
+    tokio::spawn(announce_changes(
+        store.subscribe(),
+        sessions.clone(),
+        shutdown.clone(),
+    ));
+    let api = api::Api {
+        mcp: Some(sidecars_common::mcp::Endpoint {
+            server: mcp::PackTools {
+                store: store.clone(),
+                calls: calls.clone(),
+            },
+            sessions,
+            max_body_bytes: config.max_body_bytes,
+        }),
+        calls,
+        store,
         max_body_bytes: config.max_body_bytes,
         access: api::Access::Agent,
     };
@@ -214,9 +233,8 @@ pub async fn run_with(
     // Same store, runner and handler slots: one daemon, two doors.
     let operator_api = api::Api {
         store: api.store.clone(),
-        runner: api.runner.clone(),
-        slots: api.slots.clone(),
-        concurrency: api.concurrency,
+        calls: api.calls.clone(),
+        mcp: None,
         max_body_bytes: api.max_body_bytes,
         access: api::Access::Operator {
             token: operator.token,
@@ -238,6 +256,25 @@ pub async fn run_with(
         ),
     )?;
     Ok(())
+}
+
+/// Tell every open MCP stream that the tool list changed, each time the pack set does.
+async fn announce_changes(
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    sessions: Arc<sidecars_common::mcp::Sessions>,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                sessions.notify_all(sidecars_common::mcp::TOOLS_LIST_CHANGED);
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// Command-line entry point of `sidecars pack-exec`.

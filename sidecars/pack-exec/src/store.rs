@@ -117,6 +117,9 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
     seq: AtomicU64,
     limits: Limits,
+    /// Bumped whenever the visible pack set changes (install, replace, delete): what MCP's
+    /// `notifications/tools/list_changed` follows.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -148,7 +151,17 @@ impl Store {
             writer: Arc::new(tokio::sync::Mutex::new(())),
             seq: AtomicU64::new(max_seq),
             limits: Limits::default(),
+            changes: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// A receiver that sees every change of the visible pack set.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The pack a call should run: an installed one overrides a shipped one of the same name.
@@ -260,6 +273,7 @@ impl Store {
             retire(&old);
         }
         tracing::info!(pack = %pack.name, version = %pack.version, replaced, "pack installed");
+        self.changed();
         Ok((pack, replaced))
     }
 
@@ -322,6 +336,7 @@ impl Store {
                 Some(pack) => {
                     retire(&pack);
                     tracing::info!(pack = %name, "pack deleted");
+                    store.changed();
                     Ok(())
                 }
                 None if store.shipped.contains_key(&name) => Err(DeleteError::Shipped(name)),

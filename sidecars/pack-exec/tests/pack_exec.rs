@@ -27,7 +27,7 @@ async fn seed_packs_install_call_uninstall() {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let body = r.json();
         assert_eq!(body["pack"], "cmd.upper");
-        assert_eq!(body["version"], "1.0.0");
+        assert_eq!(body["version"], "v1");
         assert_eq!(body["output"], json!({"text": "HELLO, WORLD"}));
         assert!(body["duration_ms"].is_number(), "{body}");
 

@@ -51,16 +51,7 @@ pub fn create_new(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 
-/// `n` random bytes as lowercase hex, from the OS's CSPRNG. Falls back to a per-process
-/// counter mixed with the clock only if the OS refuses (it never does on Linux).
-pub fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    if getrandom::fill(&mut buf).is_err() {
-        let fallback = sidecars_common::http::new_request_id();
-        return fallback.chars().cycle().take(n * 2).collect();
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use sidecars_common::random::hex as random_hex;
 
 #[cfg(test)]
 mod tests {
@@ -86,12 +77,5 @@ mod tests {
         replace(dir.path(), &dest, b"two").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn random_hex_has_the_requested_length() {
-        let a = random_hex(8);
-        assert_eq!(a.len(), 16);
-        assert_ne!(a, random_hex(8));
     }
 }

@@ -13,11 +13,9 @@
 //! | [`config`] | `supervise.json`: listeners, queue directory, limits |
 //! | [`queue`] | the durable queue: `Queue::open`, `submit`, `list`, `get`, `decide`, events |
 //! | [`durable`] | crash-safe writes: temp file, fsync, rename/link, fsync of the directory |
-//! | [`jsonrpc`] | JSON-RPC 2.0 message classification and error objects |
-//! | [`mcp`] | MCP version negotiation, sessions, method table |
 //! | [`tools`] | `request_approval`, `get_approval`, `wait_for_approval` |
 //! | [`waiters`] | waking waiters on decisions (in-process notify + a poll while waiting) |
-//! | [`agent_http`] | the agent listener: `/mcp` transport rules and `/health` |
+//! | [`agent_http`] | the agent listener: `/mcp` (the shared MCP transport) and `/health` |
 //! | [`operator_http`] | the operator listener: `/v1/events`, `/v1/approvals` |
 //! | [`ctl`] | `sidecars supervise-ctl`: list/show/approve/deny/events on the queue files |
 //! | [`cli`] | `sidecars supervise`: the daemon's entry point |
@@ -28,8 +26,6 @@ pub mod agent_http;
 pub mod config;
 pub mod ctl;
 pub mod durable;
-pub mod jsonrpc;
-pub mod mcp;
 pub mod operator_http;
 pub mod queue;
 pub mod tools;
@@ -57,10 +53,6 @@ pub struct State {
     pub queue: Queue,
     /// Wakes `wait_for_approval` callers on in-process decisions.
     pub decisions: Arc<waiters::Decisions>,
-    /// The MCP tools.
-    pub tools: tools::Tools,
-    /// Live MCP sessions.
-    pub sessions: mcp::Sessions,
 }
 
 /// Why the daemon could not run.
@@ -105,13 +97,17 @@ pub async fn run_with_operator(
     let queue_dir = config.queue_dir.clone();
     let queue = waiters::blocking(move || Queue::open(queue_dir)).await?;
     let decisions = Arc::new(waiters::Decisions::default());
+    let tools = tools::Tools::new(
+        queue.clone(),
+        decisions.clone(),
+        Duration::from_secs(config.max_wait_s),
+    );
+    let mcp = sidecars_common::mcp::Endpoint {
+        server: tools,
+        sessions: Arc::new(sidecars_common::mcp::Sessions::new(config.max_sessions)),
+        max_body_bytes: config.max_body_bytes,
+    };
     let state = Arc::new(State {
-        tools: tools::Tools::new(
-            queue.clone(),
-            decisions.clone(),
-            Duration::from_secs(config.max_wait_s),
-        ),
-        sessions: mcp::Sessions::new(config.max_sessions),
         queue,
         decisions,
         config,
@@ -122,6 +118,7 @@ pub async fn run_with_operator(
         listener,
         Arc::new(agent_http::AgentHandler {
             state: state.clone(),
+            mcp,
         }),
         ServeOptions::new("supervise"),
         shutdown.clone(),

@@ -14,9 +14,10 @@ use tokio::time::Instant;
 
 use sidecars_common::shutdown::Shutdown;
 
-use crate::jsonrpc::{RpcError, INVALID_PARAMS};
 use crate::queue::{Approval, NewApproval, Queue, QueueError};
 use crate::waiters::{blocking, read, Decisions};
+use sidecars_common::mcp::jsonrpc::{RpcError, INVALID_PARAMS};
+use sidecars_common::mcp::{tool_error as error_result, tool_ok, ServerInfo, ToolServer};
 
 /// Longest accepted `kind`.
 const MAX_KIND: usize = 64;
@@ -150,21 +151,12 @@ fn view(a: &Approval) -> Value {
     })
 }
 
-/// An MCP `CallToolResult` carrying `value` as text JSON and as structured content.
 fn ok(value: Value) -> Value {
-    json!({
-        "content": [{"type": "text", "text": value.to_string()}],
-        "structuredContent": value,
-        "isError": false,
-    })
+    tool_ok(value, true)
 }
 
-/// A tool execution error the model should see.
 fn tool_error(message: String) -> Value {
-    json!({
-        "content": [{"type": "text", "text": message}],
-        "isError": true,
-    })
+    error_result(message)
 }
 
 fn queue_failure(err: QueueError) -> Value {
@@ -187,29 +179,15 @@ impl Tools {
         }
     }
 
-    /// Answer `tools/call` with `params`. `Err` is a protocol error; tool failures are
-    /// `Ok` results with `isError: true`.
+    /// Run tool `name` with `arguments`. `Err` is a protocol error; tool failures are `Ok`
+    /// results with `isError: true`.
     pub async fn call(
         &self,
-        params: Option<Map<String, Value>>,
+        name: String,
+        arguments: Map<String, Value>,
         shutdown: &Shutdown,
     ) -> Result<Value, RpcError> {
-        let mut params = params.unwrap_or_default();
-        let name = match params.remove("name") {
-            Some(Value::String(name)) => name,
-            Some(_) => return Err(RpcError::new(INVALID_PARAMS, "`name` must be a string")),
-            None => return Err(RpcError::new(INVALID_PARAMS, "missing `name`")),
-        };
-        let arguments = match params.remove("arguments") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(v @ Value::Object(_)) => v,
-            Some(_) => {
-                return Err(RpcError::new(
-                    INVALID_PARAMS,
-                    "`arguments` must be an object",
-                ))
-            }
-        };
+        let arguments = Value::Object(arguments);
         match name.as_str() {
             "request_approval" => {
                 let a: RequestArgs = args(&name, arguments)?;
@@ -285,5 +263,33 @@ impl Tools {
                 Err(err) => queue_failure(err),
             },
         )
+    }
+}
+
+/// What `initialize` says about supervise.
+static INFO: ServerInfo = ServerInfo {
+    name: "sidecars-supervise",
+    title: "Operator approvals",
+    instructions: Some("Before a risky or irreversible action, call request_approval and then wait_for_approval; act only if the status is \"approved\"."),
+    list_changed: false,
+};
+
+impl ToolServer for Tools {
+    fn info(&self) -> &ServerInfo {
+        &INFO
+    }
+
+    fn list_tools(&self, _version: &'static str) -> Value {
+        list()
+    }
+
+    async fn call_tool(
+        &self,
+        name: String,
+        arguments: Map<String, Value>,
+        _version: &'static str,
+        shutdown: &Shutdown,
+    ) -> Result<Value, RpcError> {
+        self.call(name, arguments, shutdown).await
     }
 }

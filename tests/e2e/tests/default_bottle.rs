@@ -32,6 +32,11 @@ const EXPECTED: &[Expect] = &[
         shows: &["HELLO"],
     },
     Expect {
+        marker: "bottle-mcp call cmd-upper",
+        succeeds: true,
+        shows: &["{\"text\": \"HELLO\"}"],
+    },
+    Expect {
         marker: "git clone",
         succeeds: true,
         shows: &[],

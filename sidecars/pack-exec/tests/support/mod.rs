@@ -251,15 +251,19 @@ pub async fn send(
     authorization: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Resp, String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    if let Some(auth) = authorization {
-        req = req.header(http::header::AUTHORIZATION, auth);
-    }
-    let req = req.body(Full::new(Bytes::from(body))).unwrap();
-    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let auth = authorization.map(|a| ("authorization", a));
+    send_with(addr, method, path, auth.as_slice(), body).await
+}
+
+/// One HTTP request to `addr` with `headers`.
+pub async fn send_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Resp, String> {
+    let resp = open(addr, method, path, headers, body).await?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
@@ -274,6 +278,25 @@ pub async fn send(
         headers,
         body,
     })
+}
+
+/// Send a request and return the response with its body unread (for streams).
+pub async fn open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    client.request(req).await.map_err(|e| e.to_string())
 }
 
 impl Drop for Server {

@@ -4,7 +4,7 @@
 //! jsonrpc-core) own their transport and don't speak MCP's streamable HTTP (session headers,
 //! 202 for notifications, per-version batch rules), and we need to answer malformed input
 //! with the exact error object the spec prescribes rather than whatever a framework emits.
-//! The whole protocol surface is this module plus [`crate::mcp`].
+//! The protocol surface is this module plus its siblings in [`crate::mcp`].
 
 use serde_json::{json, Map, Value};
 

@@ -1,19 +1,14 @@
-//! MCP on top of JSON-RPC: version negotiation, sessions, and the method table.
-//!
-//! Transport concerns (headers, status codes, batches) live in [`crate::agent_http`]; this
-//! module answers one classified message at a time.
+//! MCP sessions: version negotiation, the session table, and the fan-out of server
+//! notifications to the sessions' open SSE streams.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
 
-use sidecars_common::shutdown::Shutdown;
-
-use crate::durable::random_hex;
-use crate::jsonrpc::{result_response, Incoming, RpcError, INVALID_PARAMS, METHOD_NOT_FOUND};
-use crate::tools::{self, Tools};
+use crate::random::hex as random_hex;
 
 /// Protocol revisions we speak, newest first. The first is what we offer when the client asks
 /// for one we don't know.
@@ -38,18 +33,26 @@ pub fn batches_allowed(version: &str) -> bool {
     version == "2025-03-26"
 }
 
+/// `outputSchema` and `structuredContent` exist from 2025-06-18 on.
+pub fn has_structured_output(version: &str) -> bool {
+    version != "2025-03-26"
+}
+
 #[derive(Debug)]
 struct Entry {
     version: &'static str,
     last_used: Instant,
+    /// Bumped when a newer GET stream takes over; dropped (ending the stream) with the session.
+    stream: watch::Sender<u64>,
 }
 
 /// Live sessions: id → negotiated version. In memory on purpose: after a restart clients get
-/// 404 and re-initialise (what the spec prescribes); the approvals themselves are on disk.
+/// 404 and re-initialise (what the spec prescribes).
 #[derive(Debug)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Entry>>,
     max: usize,
+    notifications: broadcast::Sender<Value>,
 }
 
 /// Why a request's session could not be used.
@@ -61,12 +64,23 @@ pub enum SessionError {
     Unknown,
 }
 
+/// What a GET stream of one session listens to: the server's notifications, and the
+/// session's own end (deleted, evicted, or replaced by a newer stream).
+#[derive(Debug)]
+pub struct StreamHandle {
+    /// Every notification the server sends to all sessions.
+    pub notifications: broadcast::Receiver<Value>,
+    /// Fires (changes or closes) when this stream must end.
+    pub ended: watch::Receiver<u64>,
+}
+
 impl Sessions {
     /// An empty table holding at most `max` sessions.
     pub fn new(max: usize) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             max,
+            notifications: broadcast::channel(16).0,
         }
     }
 
@@ -94,6 +108,7 @@ impl Sessions {
             Entry {
                 version,
                 last_used: Instant::now(),
+                stream: watch::channel(0).0,
             },
         );
         id
@@ -108,71 +123,32 @@ impl Sessions {
         Ok(entry.version)
     }
 
-    /// End session `id`; false if it did not exist.
+    /// End session `id` (and its stream); false if it did not exist.
     pub fn remove(&self, id: &str) -> bool {
         self.lock().remove(id).is_some()
     }
-}
 
-/// The result of `initialize` for `params`, and the version it settled on.
-pub fn initialize(params: Option<&Map<String, Value>>) -> Result<(Value, &'static str), RpcError> {
-    let requested = params
-        .and_then(|p| p.get("protocolVersion"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            RpcError::new(
-                INVALID_PARAMS,
-                "initialize needs `protocolVersion` (a string)",
-            )
-        })?;
-    let version = negotiate(requested);
-    let result = json!({
-        "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": false}},
-        "serverInfo": {
-            "name": "sidecars-supervise",
-            "title": "Operator approvals",
-            "version": env!("CARGO_PKG_VERSION"),
-        },
-        "instructions": "Before a risky or irreversible action, call request_approval and then wait_for_approval; act only if the status is \"approved\".",
-    });
-    Ok((result, version))
-}
-
-/// Answer one message inside an established session. `None` for notifications and responses.
-pub async fn dispatch(msg: Incoming, tools: &Tools, shutdown: &Shutdown) -> Option<Value> {
-    match msg {
-        Incoming::Notification { method } => {
-            tracing::debug!(%method, "notification");
-            None
-        }
-        Incoming::Response => None,
-        Incoming::Request { id, method, params } => {
-            let result = match method.as_str() {
-                "ping" => Ok(json!({})),
-                "tools/list" => Ok(tools::list()),
-                "tools/call" => tools.call(params, shutdown).await,
-                "initialize" => Err(RpcError::new(
-                    crate::jsonrpc::INVALID_REQUEST,
-                    "initialize must be sent alone, not inside a batch or an existing session's batch",
-                )),
-                other => Err(RpcError::new(
-                    METHOD_NOT_FOUND,
-                    format!("method not found: {}", truncate(other, 100)),
-                )),
-            };
-            Some(match result {
-                Ok(value) => result_response(id, value),
-                Err(err) => err.to_response(id),
-            })
-        }
+    /// Open session `id`'s notification stream. A session has at most one: a newer GET ends
+    /// the older stream, so no notification is delivered twice to one session.
+    pub fn open_stream(&self, id: Option<&str>) -> Result<StreamHandle, SessionError> {
+        let id = id.ok_or(SessionError::Missing)?;
+        let mut map = self.lock();
+        let entry = map.get_mut(id).ok_or(SessionError::Unknown)?;
+        entry.last_used = Instant::now();
+        entry.stream.send_modify(|generation| *generation += 1);
+        let mut ended = entry.stream.subscribe();
+        ended.mark_unchanged();
+        Ok(StreamHandle {
+            notifications: self.notifications.subscribe(),
+            ended,
+        })
     }
-}
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
+    /// Send the notification `method` (no params) to every open stream.
+    pub fn notify_all(&self, method: &str) {
+        let message = json!({"jsonrpc": "2.0", "method": method});
+        // No receiver = no open stream: nothing to deliver, not an error.
+        let _ = self.notifications.send(message);
     }
 }
 
@@ -200,5 +176,28 @@ mod tests {
         assert_eq!(s.get(None), Err(SessionError::Missing));
         assert!(s.remove(&a));
         assert!(!s.remove(&a));
+    }
+
+    #[tokio::test]
+    async fn a_newer_stream_or_the_end_of_the_session_ends_a_stream() {
+        let s = Sessions::new(4);
+        let id = s.create("2025-06-18");
+        let mut first = s.open_stream(Some(&id)).unwrap();
+        let mut second = s.open_stream(Some(&id)).unwrap();
+        assert!(first.ended.has_changed().unwrap_or(true), "replaced");
+        assert!(!second.ended.has_changed().unwrap());
+        s.notify_all("notifications/tools/list_changed");
+        let got = second.notifications.recv().await.unwrap();
+        assert_eq!(got["method"], "notifications/tools/list_changed");
+        assert!(s.remove(&id));
+        assert!(
+            second.ended.changed().await.is_err(),
+            "closed with the session"
+        );
+        assert!(first.notifications.recv().await.is_ok());
+        assert_eq!(
+            s.open_stream(Some("nope")).err(),
+            Some(SessionError::Unknown)
+        );
     }
 }
