@@ -480,6 +480,8 @@ pub const PACK_ROOTS: [&str; 3] = [
     "/var/lib/sidecars/packs/packs",
 ];
 
+pub mod route_rules;
+
 /// A pack's manifest files, at the pack's root; a pack holds exactly one (pack-exec refuses
 /// both, and so does `control-plane packs install`). helmdeck's marketplace publishes YAML.
 pub mod pack_manifest {

@@ -175,6 +175,11 @@ pub struct Route {
     /// Headers to set; values may reference credentials as `${vault:NAME}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Ordered method/path rules: which requests may carry the route's credential
+    /// (`bottle_spec::route_rules`: `{allow|deny = "METHODS /path/**"}` or `"read-only"`).
+    /// None = every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<bottle_spec::route_rules::RuleSpec>,
 }
 
 /// Where a credential comes from: exactly one of `file` or `generate`. The value never enters

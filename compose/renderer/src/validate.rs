@@ -261,6 +261,20 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
                 ),
             ));
         }
+        if let Err(e) = bottle_spec::route_rules::compile(&route.rules) {
+            // `e` starts with `rules[j]: `.
+            let (field, what) = e.split_once(": ").unwrap_or(("rules", e.as_str()));
+            p.push(Problem::new(format!("routes[{i}].{field}"), what));
+        }
+        if !route.rules.is_empty() && m.routes.iter().filter(|r| r.host == route.host).count() > 1 {
+            p.push(Problem::new(
+                format!("routes[{i}].rules"),
+                format!(
+                    "{:?} has more than one route: give its rules to one route",
+                    route.host
+                ),
+            ));
+        }
         for (name, value) in &route.headers {
             let path = format!("routes[{i}].headers.{name}");
             if !is_header_name(name) {

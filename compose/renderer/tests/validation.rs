@@ -132,6 +132,7 @@ ports = []
 [[routes]]
 host = "*.wild.example"
 headers = { "Bad Header" = "Bearer ${vault:MISSING}", X-Ok = "line\nbreak" }
+rules = [{ allow = "GET /ok/**" }, "write-all"]
 
 [credentials.lower_case]
 file = "relative/path"
@@ -180,6 +181,7 @@ memory = "1m"
         "routes[0].headers.Bad Header: is not a valid HTTP header name",
         "routes[0].headers.Bad Header: references ${vault:MISSING}",
         "routes[0].headers.X-Ok: contains a line break",
+        "routes[0].rules[1]: unknown preset \"write-all\"",
         "credentials.lower_case: is not a valid credential name",
         "credentials.lower_case.file:",
         "credentials.lower_case: is not used",

@@ -5,7 +5,8 @@
 //! {
 //!   "listen": "127.0.0.1:9099",
 //!   "allow_from": ["127.0.0.1/32"],
-//!   "routes": [{"host": "api.github.com", "headers": {"Authorization": "Bearer ${cred:github}"}}],
+//!   "routes": [{"host": "api.github.com", "headers": {"Authorization": "Bearer ${cred:github}"},
+//!               "rules": [{"deny": "* /repos/*/*/actions/secrets/**"}, "read-only"]}],
 //!   "vault": {"OPENAI": {"file": "/run/secrets/openai", "hosts": ["api.openai.com"]}},
 //!   "credentials_dir": "/run/secrets/credentials",
 //!   "ca_cert": "/etc/sidecars/ca/ca.crt",
@@ -64,6 +65,10 @@ pub struct Route {
     /// own header of the same name is dropped.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Ordered method/path rules deciding which requests may carry the route's credential
+    /// (`bottle_spec::route_rules`); none = every request.
+    #[serde(default)]
+    pub rules: Vec<bottle_spec::route_rules::RuleSpec>,
 }
 
 /// One `${vault:NAME}` entry.

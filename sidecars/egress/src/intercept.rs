@@ -25,7 +25,8 @@ use crate::creds::substitute_vault;
 use crate::redact::Redactor;
 use crate::state::State;
 
-/// Rewrite an outgoing request for `host`: substitute scoped `${vault:NAME}` placeholders
+/// Rewrite an outgoing request for `host`: check the route's method/path rules (a refused
+/// request never gets a credential), substitute scoped `${vault:NAME}` placeholders
 /// (refusing unscoped ones), drop hop-by-hop headers and the agent's own copies of the
 /// route's headers, add the route's headers. Returns the redactor for the response.
 pub fn prepare_request(
@@ -33,6 +34,15 @@ pub fn prepare_request(
     host: &str,
     parts: &mut http::request::Parts,
 ) -> Result<Option<Arc<Redactor>>, ApiError> {
+    if let Some(rules) = state.hosts.get(host) {
+        let path = parts.uri.path();
+        if let Err(refusal) = rules.rules.check(parts.method.as_str(), path) {
+            let shown: String = path.chars().take(200).collect();
+            // The path stays out of the log: it is the agent's, and may carry anything.
+            tracing::warn!(host, method = %parts.method, rule = "route-rule", why = %refusal, "denied");
+            return Err(blocked(format!("route rule: {} {shown}", parts.method)));
+        }
+    }
     substitute_vault(&mut parts.headers, host, &state.vault).map_err(blocked)?;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(CHECKED_ADDR_HEADER);

@@ -22,6 +22,8 @@ pub struct HostRules {
     pub inject: Vec<(HeaderName, HeaderValue)>,
     /// Credential values that may go to this host, redacted from its responses.
     pub redactor: Option<Arc<Redactor>>,
+    /// The route's method/path rules, checked before anything is injected.
+    pub rules: bottle_spec::route_rules::Rules,
 }
 
 /// The runtime state.
@@ -71,6 +73,17 @@ impl State {
                 continue;
             }
             let rules = hosts.entry(host.clone()).or_default();
+            if !route.rules.is_empty() {
+                if !rules.rules.is_empty() {
+                    problems.push(format!(
+                        "routes[{i}].rules: another route for {host} has rules already; give one route per host its rules"
+                    ));
+                }
+                match bottle_spec::route_rules::compile(&route.rules) {
+                    Ok(compiled) => rules.rules = compiled,
+                    Err(e) => problems.push(format!("routes[{i}].{e}")),
+                }
+            }
             for (name, template) in &route.headers {
                 let field = format!("routes[{i}].headers.{name}");
                 let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {

@@ -787,3 +787,135 @@ async fn read_ahead_bytes_and_half_close_cross_both_hops() {
         "saw first-bytes-with-the-head;then-more"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_rules_allow_and_deny_as_written_and_a_denied_request_never_carries_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = TestCa::new(dir.path(), "upstream-ca");
+    let bottle_ca = TestCa::new(dir.path(), "bottle-ca");
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let token = "gh-token-Qm9vb2JhcjEyMzQ1Njc4OTA";
+    std::fs::write(creds.join("github"), format!("{token}\n")).unwrap();
+    let tls_up = upstream(Some(upstream_ca.ca.server_config("localhost").unwrap())).await;
+    let plain_up = upstream(None).await;
+    let (pipelock, _egress) = chain(
+        json!([{"host": "localhost", "ports": [tls_up.port(), plain_up.port()]}]),
+        json!({
+            "routes": [{
+                "host": "localhost",
+                "headers": {"Authorization": "Bearer ${cred:github}"},
+                "rules": [
+                    {"deny": "POST /repos/*/*/pulls/*/merge"},
+                    {"allow": "GET,POST /repos/acme/app/**"},
+                    "read-only",
+                ],
+            }],
+            "credentials_dir": creds,
+            "ca_cert": bottle_ca.cert_path,
+            "ca_key": bottle_ca.key_path,
+            "extra_roots": [upstream_ca.cert_path],
+        }),
+    )
+    .await;
+    let bottle = bottle_ca.cert_path.to_str().unwrap();
+    let base = format!("https://localhost:{}", tls_up.port());
+    let request = |method: &'static str, path: &'static str| {
+        let url = format!("{base}{path}");
+        let proxy = pipelock.url();
+        async move {
+            let out = curl(&[
+                "--proxy",
+                &proxy,
+                "--cacert",
+                bottle,
+                "-X",
+                method,
+                "-d",
+                "{}",
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ])
+            .await;
+            let (stdout, stderr) = text(&out);
+            assert!(out.status.success(), "{method} {path}: {stderr}");
+            let (body, code) = stdout.rsplit_once('\n').unwrap();
+            (code.to_string(), body.to_string())
+        }
+    };
+    for (method, path) in [
+        ("GET", "/repos/acme/app/issues"),
+        ("POST", "/repos/acme/app/issues"),
+        ("GET", "/user"),
+        ("OPTIONS", "/user"),
+    ] {
+        let before = tls_up.requests();
+        let (code, _) = request(method, path).await;
+        assert_eq!(code, "200", "{method} {path}");
+        assert_eq!(tls_up.requests(), before + 1);
+        assert_eq!(
+            tls_up.last_headers()["authorization"],
+            format!("Bearer {token}").as_str()
+        );
+    }
+    for (method, path) in [
+        ("POST", "/repos/acme/app/pulls/1/merge"),
+        ("POST", "/repos/acme/app/pulls/1/%6derge"),
+        ("POST", "/repos/ACME/app/pulls/1/merge"),
+        ("DELETE", "/repos/acme/app"),
+        ("POST", "/user/repos"),
+        ("POST", "/repos/acme/app/x/../pulls/1/merge"),
+    ] {
+        let before = tls_up.requests();
+        let (code, body) = request(method, path).await;
+        assert_eq!(code, "403", "{method} {path}: {body}");
+        assert!(
+            body.contains(&format!("blocked: route rule: {method} ")),
+            "{method} {path}: {body}"
+        );
+        assert_eq!(
+            tls_up.requests(),
+            before,
+            "{method} {path} reached the upstream"
+        );
+    }
+    let (_, body) = request("POST", "/repos/acme/app/pulls/1/merge").await;
+    assert!(
+        body.contains("blocked: route rule: POST /repos/acme/app/pulls/1/merge"),
+        "{body}"
+    );
+
+    // One keep-alive connection: a refusal does not end it, the next allowed request passes.
+    let script = format!(
+        "import requests\ns = requests.Session()\nr = s.post('{base}/repos/acme/app/pulls/2/merge', timeout=20)\nprint(r.status_code)\nr = s.get('{base}/repos/acme/app', timeout=20)\nprint(r.status_code)\n"
+    );
+    let out = python(
+        &script,
+        &[
+            ("HTTPS_PROXY", pipelock.url()),
+            ("REQUESTS_CA_BUNDLE", bottle.to_string()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "403\n200\n");
+
+    // Plain HTTP to the route host follows the same rules.
+    let before = plain_up.requests();
+    let out = curl(&[
+        "--proxy",
+        &pipelock.url(),
+        "-X",
+        "DELETE",
+        &format!("http://localhost:{}/repos/acme/app", plain_up.port()),
+    ])
+    .await;
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("blocked: route rule: DELETE /repos/acme/app"),
+        "{stdout}"
+    );
+    assert_eq!(plain_up.requests(), before);
+}

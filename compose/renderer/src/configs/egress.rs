@@ -51,6 +51,9 @@ pub struct EgressRoute {
     pub host: String,
     /// Header → template with `${cred:NAME}`.
     pub headers: BTreeMap<String, String>,
+    /// The manifest's rules, as written (egress compiles them with the same code).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<bottle_spec::route_rules::RuleSpec>,
 }
 
 /// One vault entry.
@@ -82,6 +85,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
                     .iter()
                     .map(|(k, v)| (k.clone(), route_template(v)))
                     .collect(),
+                rules: r.rules.clone(),
             })
             .collect(),
         vault: m
