@@ -247,6 +247,99 @@ where
     }
 }
 
+/// The client side of a CONNECT tunnel after the upgrade, with the bytes it has sent that
+/// are still to go upstream. Taking it apart first lets a proxy look at those bytes (egress
+/// reads the TLS ClientHello of a blind tunnel) before anything is relayed.
+pub struct TunnelClient {
+    io: TunnelIo,
+    /// Bytes read from the client that the next hop has not seen yet.
+    pending: bytes::BytesMut,
+}
+
+enum TunnelIo {
+    /// The raw socket (the scaffold ran `http1_only`): relayed zero-copy.
+    Raw(TcpStream),
+    /// Anything else: relayed by copying.
+    Upgraded(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl TunnelClient {
+    /// Take apart an upgraded CONNECT request.
+    pub fn new(client: hyper::upgrade::Upgraded) -> TunnelClient {
+        use hyper_util::rt::TokioIo;
+        match client.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => TunnelClient {
+                io: TunnelIo::Raw(parts.io.into_inner()),
+                pending: bytes::BytesMut::from(&parts.read_buf[..]),
+            },
+            Err(upgraded) => TunnelClient {
+                io: TunnelIo::Upgraded(TokioIo::new(upgraded)),
+                pending: bytes::BytesMut::new(),
+            },
+        }
+    }
+
+    /// What the client has sent so far that is still to go upstream.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Read more from the client onto [`TunnelClient::pending`]; `Ok(0)` at its end.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        self.pending.reserve(4096);
+        match &mut self.io {
+            TunnelIo::Raw(s) => s.read_buf(&mut self.pending).await,
+            TunnelIo::Upgraded(s) => s.read_buf(&mut self.pending).await,
+        }
+    }
+
+    /// Relay the tunnel: `to_client` bytes the next hop already sent (e.g. past egress's
+    /// `200`) go to the client first, the pending bytes upstream first; then zero-copy through
+    /// [`crate::splice::relay`] on the raw socket, or [`relay`]'s copying with `buffer` bytes
+    /// per direction (also when no pipe can be had).
+    pub async fn relay(
+        self,
+        to_client: bytes::Bytes,
+        mut upstream: TcpStream,
+        limits: TunnelLimits,
+        buffer: usize,
+    ) -> RelayStats {
+        use tokio::io::AsyncWriteExt;
+        let closed = RelayStats {
+            up: 0,
+            down: 0,
+            end: RelayEnd::Closed,
+            zero_copy: false,
+        };
+        let pending = self.pending.freeze();
+        match self.io {
+            TunnelIo::Raw(mut client) => match crate::splice::Pipes::new() {
+                Ok(pipes) => {
+                    crate::splice::relay(client, to_client, upstream, pending, pipes, limits).await
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "no pipe for a zero-copy tunnel; copying instead");
+                    if client.write_all(&to_client).await.is_err()
+                        || upstream.write_all(&pending).await.is_err()
+                    {
+                        return closed;
+                    }
+                    relay(client, upstream, limits, buffer).await
+                }
+            },
+            TunnelIo::Upgraded(mut client) => {
+                if client.write_all(&to_client).await.is_err()
+                    || upstream.write_all(&pending).await.is_err()
+                {
+                    return closed;
+                }
+                relay(client, upstream, limits, buffer).await
+            }
+        }
+    }
+}
+
 /// Relay a blind CONNECT tunnel: `client` is the upgraded request, `upstream` the next hop,
 /// `to_client` bytes the next hop already sent (e.g. past egress's `200`).
 ///
@@ -258,45 +351,13 @@ where
 pub async fn relay_upgraded(
     client: hyper::upgrade::Upgraded,
     to_client: bytes::Bytes,
-    mut upstream: TcpStream,
+    upstream: TcpStream,
     limits: TunnelLimits,
     buffer: usize,
 ) -> RelayStats {
-    use hyper_util::rt::TokioIo;
-    use tokio::io::AsyncWriteExt;
-    let closed = RelayStats {
-        up: 0,
-        down: 0,
-        end: RelayEnd::Closed,
-        zero_copy: false,
-    };
-    match client.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let mut client = parts.io.into_inner();
-            match crate::splice::Pipes::new() {
-                Ok(pipes) => {
-                    crate::splice::relay(client, to_client, upstream, parts.read_buf, pipes, limits)
-                        .await
-                }
-                Err(err) => {
-                    tracing::debug!(%err, "no pipe for a zero-copy tunnel; copying instead");
-                    if client.write_all(&to_client).await.is_err()
-                        || upstream.write_all(&parts.read_buf).await.is_err()
-                    {
-                        return closed;
-                    }
-                    relay(client, upstream, limits, buffer).await
-                }
-            }
-        }
-        Err(upgraded) => {
-            let mut client = TokioIo::new(upgraded);
-            if client.write_all(&to_client).await.is_err() {
-                return closed;
-            }
-            relay(client, upstream, limits, buffer).await
-        }
-    }
+    TunnelClient::new(client)
+        .relay(to_client, upstream, limits, buffer)
+        .await
 }
 
 /// Wait for `copy` (a tunnel's relay) to finish, the tunnel to go idle for `limits.idle`

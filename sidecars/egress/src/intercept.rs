@@ -163,6 +163,16 @@ impl Upstream {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let request_id = new_request_id();
         let method = req.method().clone();
+        if let Some(other) = foreign_host(&req, &self.host) {
+            tracing::warn!(%request_id, host = %self.host, %method, rule = "host-mismatch", "denied");
+            return deny(
+                blocked(format!(
+                    "the request's Host ({other}) is not the tunnel's host {}",
+                    self.host
+                )),
+                &request_id,
+            );
+        }
         let (mut parts, body) = req.into_parts();
         let redactor = match prepare_request(&self.state, &self.host, &mut parts) {
             Ok(r) => r,
@@ -197,6 +207,22 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The `Host` of a request inside an intercepted tunnel when it names another host than the
+/// tunnel's (port ignored, case-insensitive): one tunnel, one host, so a request cannot be
+/// steered to another virtual host of the same upstream. Truncated for the message.
+fn foreign_host(req: &Request<Incoming>, tunnel_host: &str) -> Option<String> {
+    let host = req.headers().get(header::HOST)?;
+    let host = String::from_utf8_lossy(host.as_bytes());
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(&*host, |(h, _)| h),
+    };
+    let same = name
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(tunnel_host.trim_end_matches('.'));
+    (!same).then(|| host.chars().take(100).collect())
 }
 
 /// Serve the agent's HTTP/1.1 requests inside an intercepted tunnel until it closes, idles

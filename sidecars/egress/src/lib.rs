@@ -2,7 +2,8 @@
 //! (`allow_from`), injects credentials the agent never holds into requests for route hosts
 //! (terminating their TLS with a certificate minted by the bottle's CA), substitutes
 //! `${vault:NAME}` placeholders only for the hosts NAME is scoped to, redacts injected values
-//! that an upstream echoes back, and tunnels every other host blind. Every address it connects
+//! that an upstream echoes back, and tunnels every other host blind — a blind tunnel to a name
+//! only once its TLS ClientHello names that host. Every address it connects
 //! to passes the same SSRF guard as pipelock's.
 //!
 //! # Layout
@@ -14,6 +15,7 @@
 //! | [`ca`] | generating a bottle CA; minting and caching per-host leaf certificates |
 //! | [`redact`] | replacing injected values in response headers and (streamed) bodies |
 //! | [`intercept`] | request rewriting, the per-tunnel upstream TLS connection, serving inside a tunnel |
+//! | [`sni`] | a blind tunnel to a name must open with a ClientHello for that name (no fronting) |
 //! | [`proxy`] | the handler: health, ACL, CONNECT (intercepted or blind), plain HTTP |
 //! | [`cli`] | `sidecars egress [--config PATH]` |
 #![deny(missing_docs)]
@@ -25,6 +27,7 @@ pub mod creds;
 pub mod intercept;
 pub mod proxy;
 pub mod redact;
+pub mod sni;
 pub mod state;
 
 use std::sync::Arc;

@@ -13,11 +13,12 @@ use sidecars_common::body::{empty, json, Body};
 use sidecars_common::error::ApiError;
 use sidecars_common::http::{Handler, RequestContext};
 use sidecars_common::proxy::{
-    blocked, checked_addrs, connect_any, deny, relay_upgraded, target_of, Target,
+    blocked, checked_addrs, connect_any, deny, target_of, Target, TunnelClient,
 };
 use sidecars_common::ssrf::SsrfError;
 
 use crate::intercept::{finish_response, prepare_request, serve_tunnel, Upstream};
+use crate::sni::{self, is_ip_literal};
 use crate::state::State;
 
 const TUNNEL_BUFFER: usize = 64 * 1024;
@@ -130,14 +131,24 @@ impl Egress {
                     )
                 })?;
             let limits = state.tunnel;
+            let hello_timeout = state.connect_timeout;
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
                 let started = Instant::now();
+                let mut client = TunnelClient::new(upgraded);
+                if !is_ip_literal(&target.host) {
+                    if let Err(why) = sni::check(&mut client, &target.host, hello_timeout).await {
+                        // Dropping both ends closes the tunnel: nothing reached the upstream.
+                        tracing::warn!(%request_id, target = %target, rule = "sni-mismatch", reason = %why, "denied");
+                        return;
+                    }
+                }
                 // Blind: zero-copy when the scaffold hands back the raw socket.
-                let stats =
-                    relay_upgraded(upgraded, Bytes::new(), stream, limits, TUNNEL_BUFFER).await;
+                let stats = client
+                    .relay(Bytes::new(), stream, limits, TUNNEL_BUFFER)
+                    .await;
                 tracing::info!(%request_id, target = %target, up = stats.up, down = stats.down, end = ?stats.end, zero_copy = stats.zero_copy, secs = started.elapsed().as_secs_f64(), "tunnel closed");
             });
         }

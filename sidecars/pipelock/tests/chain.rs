@@ -919,3 +919,153 @@ async fn route_rules_allow_and_deny_as_written_and_a_denied_request_never_carrie
     );
     assert_eq!(plain_up.requests(), before);
 }
+
+/// A Python client that opens `CONNECT localhost:PORT` through the proxy by hand, then speaks
+/// TLS inside with `server_hostname` (None = no SNI) trusting `ca`; prints `200` or `closed`.
+const TLS_IN_TUNNEL: &str = r#"
+import socket, ssl, sys
+proxy_port, port, sni, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection(("127.0.0.1", proxy_port), timeout=20)
+s.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+assert head.startswith(b"HTTP/1.1 200"), head
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+try:
+    t = ctx.wrap_socket(s, server_hostname=None if sni == "-" else sni)
+    t.sendall(f"GET /x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n".encode())
+    print(t.recv(12).decode().split(" ")[1])
+except (ssl.SSLError, ConnectionError, OSError):
+    print("closed")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_tunnel_to_a_name_carries_tls_for_that_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = TestCa::new(dir.path(), "upstream-ca");
+    let tls_up = upstream(Some(upstream_ca.ca.server_config("localhost").unwrap())).await;
+    let plain_up = upstream(None).await;
+    let (pipelock, _egress) = chain(
+        json!([{"host": "localhost", "ports": [tls_up.port(), plain_up.port()]}]),
+        json!({}),
+    )
+    .await;
+    let ca = upstream_ca.cert_path.to_str().unwrap().to_string();
+    let tunnel = |sni: &'static str| {
+        let args = [
+            "-c".to_string(),
+            TLS_IN_TUNNEL.to_string(),
+            pipelock.addr.port().to_string(),
+            tls_up.port().to_string(),
+            sni.to_string(),
+            ca.clone(),
+        ];
+        async move {
+            let out = tokio::process::Command::new("python3")
+                .args(&args)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap();
+            let (stdout, stderr) = text(&out);
+            assert!(out.status.success(), "{stderr}");
+            stdout.trim().to_string()
+        }
+    };
+    // The name the tunnel was opened for (any case, trailing dot) passes, blind.
+    assert_eq!(tunnel("localhost").await, "200");
+    assert_eq!(tunnel("LocalHost.").await, "200");
+    let seen = tls_up.requests();
+    // Another name in the ClientHello (domain fronting), or none: closed, nothing upstream.
+    assert_eq!(tunnel("other-tenant.example").await, "closed");
+    assert_eq!(tunnel("-").await, "closed");
+    assert_eq!(
+        tls_up.requests(),
+        seen,
+        "a refused tunnel reached the upstream"
+    );
+
+    // curl through the tunnel, SNI = the URL's host: works.
+    let out = curl(&[
+        "--proxy",
+        &pipelock.url(),
+        "--cacert",
+        &ca,
+        &format!("https://localhost:{}/ok", tls_up.port()),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    // Plain HTTP inside a CONNECT to a name (curl -p) would skip pipelock's plain-HTTP DLP and
+    // could carry any Host: refused. Plain HTTP as a proxy request still works.
+    let plain = format!("http://localhost:{}/p", plain_up.port());
+    let before = plain_up.requests();
+    let out = curl(&["--proxy", &pipelock.url(), "-p", &plain]).await;
+    assert!(
+        !out.status.success(),
+        "curl -p got through: {:?}",
+        text(&out)
+    );
+    assert_eq!(plain_up.requests(), before);
+    let out = curl(&["--proxy", &pipelock.url(), &plain]).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_an_intercepted_tunnel_must_name_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = TestCa::new(dir.path(), "upstream-ca");
+    let bottle_ca = TestCa::new(dir.path(), "bottle-ca");
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("t"), "route-token-value-0123456789").unwrap();
+    let tls_up = upstream(Some(upstream_ca.ca.server_config("localhost").unwrap())).await;
+    let (pipelock, _egress) = chain(
+        json!([{"host": "localhost", "ports": [tls_up.port()]}]),
+        json!({
+            "routes": [{"host": "localhost", "headers": {"Authorization": "Bearer ${cred:t}"}}],
+            "credentials_dir": creds,
+            "ca_cert": bottle_ca.cert_path,
+            "ca_key": bottle_ca.key_path,
+            "extra_roots": [upstream_ca.cert_path],
+        }),
+    )
+    .await;
+    let url = format!("https://localhost:{}/x", tls_up.port());
+    let bottle = bottle_ca.cert_path.to_str().unwrap();
+    let before = tls_up.requests();
+    let out = curl(&[
+        "--proxy",
+        &pipelock.url(),
+        "--cacert",
+        bottle,
+        "-H",
+        "Host: other.example",
+        &url,
+    ])
+    .await;
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(
+            "blocked: the request's Host (other.example) is not the tunnel's host localhost"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(tls_up.requests(), before);
+    let out = curl(&[
+        "--proxy",
+        &pipelock.url(),
+        "--cacert",
+        bottle,
+        "-H",
+        "Host: LOCALHOST:1",
+        &url,
+    ])
+    .await;
+    assert!(
+        out.status.success() && tls_up.requests() == before + 1,
+        "{:?}",
+        text(&out)
+    );
+}

@@ -144,16 +144,24 @@ command = ["sleep", "infinity"]
                 == 0
         },
     );
-    // Plain HTTP and a blind CONNECT tunnel (curl -p), both through pipelock → egress.
-    for flag in ["", "-p"] {
-        let out = sh(&format!(
-            "curl -sS --max-time 10 {flag} -o /tmp/world.out -w '%{{http_code}}' http://world:8000/; cat /tmp/world.out"
-        ));
-        assert!(
-            out.stdout.starts_with("200"),
-            "agent → world via the chain ({flag}): {out:?}"
-        );
-    }
+    // Plain HTTP through pipelock → egress.
+    let out = sh(
+        "curl -sS --max-time 10 -o /tmp/world.out -w '%{http_code}' http://world:8000/; cat /tmp/world.out",
+    );
+    assert!(
+        out.stdout.starts_with("200"),
+        "agent → world via the chain: {out:?}"
+    );
+    // Plain HTTP inside a CONNECT tunnel to a name (curl -p) would skip pipelock's plain-HTTP
+    // DLP and carry any Host: egress closes a blind tunnel that does not open with a TLS
+    // ClientHello for its host (sni-mismatch).
+    let out = sh(
+        "curl -sS --max-time 10 -p -o /dev/null -w '%{http_code}' http://world:8000/ || echo ' REFUSED'",
+    );
+    assert!(
+        out.stdout.contains("REFUSED"),
+        "a plain-HTTP CONNECT tunnel to a name got through: {out:?}"
+    );
     // Directly, without the proxy, the world is unreachable from the agent.
     let direct = sh(&format!(
         "curl -sS --noproxy '*' --max-time 5 http://{world_ip}:8000/ >/dev/null && echo REACHED || echo BLOCKED"
