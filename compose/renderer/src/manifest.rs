@@ -37,6 +37,10 @@ pub struct Manifest {
     /// Hosts for which egress injects credentials.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Exact host names whose HTTPS egress tunnels blind instead of decrypting and scanning
+    /// (clients that pin their server's certificate). A DLP gap for those hosts.
+    #[serde(default)]
+    pub passthrough: Vec<String>,
     /// Credentials by name: files on the host, mounted into the sidecars container only.
     #[serde(default)]
     pub credentials: BTreeMap<String, Credential>,

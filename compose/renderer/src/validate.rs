@@ -246,6 +246,34 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
     if !m.routes.is_empty() {
         needs(m, "routes", Daemon::Egress, p);
     }
+    if !m.passthrough.is_empty() {
+        needs(m, "passthrough", Daemon::Egress, p);
+    }
+    for (i, host) in m.passthrough.iter().enumerate() {
+        let field = format!("passthrough[{i}]");
+        if !is_host_pattern(host) || host.contains('*') {
+            p.push(Problem::new(
+                field,
+                format!("{host:?} is not an exact host name"),
+            ));
+        } else if m.routes.iter().any(|r| r.host.eq_ignore_ascii_case(host))
+            || m.vault
+                .values()
+                .any(|v| v.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        {
+            p.push(Problem::new(
+                field,
+                format!("{host:?} gets a credential (a route or vault host): egress must decrypt it to inject one"),
+            ));
+        } else if !on_allowlist(m, host) {
+            p.push(Problem::new(
+                field,
+                format!(
+                    "{host:?} is not on the allowlist: pipelock refuses it before egress sees it"
+                ),
+            ));
+        }
+    }
     for (i, route) in m.routes.iter().enumerate() {
         if !is_host_pattern(&route.host) || route.host.starts_with('*') {
             p.push(Problem::new(

@@ -104,6 +104,7 @@ slug = "Bad_Slug"
 daemons = ["pack-exec", "pack-exec", "pipelock"]
 packs = ["../packs/cmd.upper", "other/cmd.upper", ".."]
 sidecar_image = "bad image"
+passthrough = ["*.pinned.example", "not-listed.example"]
 
 [agent]
 image = "has space"
@@ -182,6 +183,8 @@ memory = "1m"
         "routes[0].headers.Bad Header: references ${vault:MISSING}",
         "routes[0].headers.X-Ok: contains a line break",
         "routes[0].rules[1]: unknown preset \"write-all\"",
+        "passthrough[0]: \"*.pinned.example\" is not an exact host name",
+        "passthrough[1]: \"not-listed.example\" is not on the allowlist",
         "credentials.lower_case: is not a valid credential name",
         "credentials.lower_case.file:",
         "credentials.lower_case: is not used",

@@ -17,7 +17,8 @@
 //! | [`daemon`] | `daemon_main`: the shared `main` of a daemon (logging, config, runtime, exit codes) |
 //! | [`ssrf`] | the address policy both proxies apply: odd IPv4 spellings, forbidden ranges, checked resolution |
 //! | [`encodings`] | base64 / hex / percent-encoded views of a buffer (nested, bounded) for the scanner |
-//! | [`secrets`] | the secret/DLP scanner (token formats, configured values in any encoding); pipelock and git-gate |
+//! | [`secrets`] | the secret/DLP scanner (token formats, configured values in any encoding); pipelock, egress and git-gate |
+//! | [`dlp`] | DLP over a request's target, headers and body; where a secret was found (pipelock, egress) |
 //! | [`proxy`] | forward-proxy plumbing shared by pipelock and egress: targets, hop-by-hop headers, tunnels |
 //! | [`splice`] | zero-copy tunnel relay with `splice(2)` through a pipe per direction |
 //! | [`mcp`] | MCP over streamable HTTP: JSON-RPC, sessions, the `/mcp` endpoint, SSE notifications |
@@ -28,6 +29,7 @@
 pub mod body;
 pub mod config;
 pub mod daemon;
+pub mod dlp;
 pub mod encodings;
 pub mod error;
 pub mod http;

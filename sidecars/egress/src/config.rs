@@ -53,6 +53,21 @@ pub struct Config {
     pub tunnel_max_lifetime_secs: u64,
     /// Timeout for connecting (and the TLS handshake) upstream.
     pub connect_timeout_secs: u64,
+    /// Terminate TLS for every host name, not only route and vault hosts, so DLP sees what the
+    /// agent sends over HTTPS (needs `ca_cert`/`ca_key`). Hosts in `passthrough` and IP
+    /// literals stay blind.
+    pub intercept_all: bool,
+    /// Exact host names tunnelled blind even with `intercept_all` (clients that pin their
+    /// server's certificate). A DLP gap for those hosts: egress cannot see their traffic.
+    pub passthrough: Vec<String>,
+    /// Files whose values must never leave (as pipelock's): scanned for in every intercepted
+    /// request, before any credential is injected.
+    pub secret_files: Vec<PathBuf>,
+    /// Minimum Shannon entropy (bits/char) of a `token=`/`key=`… value to count as a secret.
+    pub entropy_threshold: f64,
+    /// Intercepted request bodies are buffered and scanned up to this many bytes; larger
+    /// bodies are refused (413), never forwarded unscanned.
+    pub max_body_scan_bytes: usize,
 }
 
 /// Headers injected into every request to one host.
@@ -99,6 +114,11 @@ impl Default for Config {
             tunnel_idle_timeout_secs: 300,
             tunnel_max_lifetime_secs: 3600,
             connect_timeout_secs: 10,
+            intercept_all: false,
+            passthrough: Vec::new(),
+            secret_files: Vec::new(),
+            entropy_threshold: 3.5,
+            max_body_scan_bytes: 1 << 20,
         }
     }
 }

@@ -13,7 +13,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
-use sidecars_common::body::Body;
+use sidecars_common::body::{Body, ReadBodyError};
+use sidecars_common::dlp;
 use sidecars_common::error::ApiError;
 use sidecars_common::http::new_request_id;
 use sidecars_common::proxy::{
@@ -174,6 +175,13 @@ impl Upstream {
             );
         }
         let (mut parts, body) = req.into_parts();
+        let body = match scan_request(&self.state, &parts, body).await {
+            Ok(body) => body,
+            Err((err, rule)) => {
+                tracing::warn!(%request_id, host = %self.host, %method, rule, reason = %err.message, "denied");
+                return deny(err, &request_id);
+            }
+        };
         let redactor = match prepare_request(&self.state, &self.host, &mut parts) {
             Ok(r) => r,
             Err(err) => {
@@ -188,7 +196,7 @@ impl Upstream {
                 parts.headers.insert(header::HOST, h);
             }
         }
-        let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+        let req = Request::from_parts(parts, sidecars_common::body::full(body));
         match self.send(req).await {
             Ok(resp) => {
                 tracing::info!(%request_id, host = %self.host, %method, status = resp.status().as_u16(), "intercepted");
@@ -207,6 +215,87 @@ impl Upstream {
             }
         }
     }
+}
+
+/// DLP on a decrypted request, before anything is injected or substituted: the request line
+/// and every header, then the body (buffered up to `max_body_scan_bytes`; a larger one is
+/// refused, never forwarded unscanned). The same rules, configured secrets and answers as
+/// pipelock's on plain HTTP. Returns the body to forward, or the answer and the rule that
+/// refused it (never the value found).
+async fn scan_request(
+    state: &State,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<bytes::Bytes, (ApiError, &'static str)> {
+    let secret = |hit: dlp::Hit| {
+        let rule = hit.rule;
+        (blocked(hit), rule)
+    };
+    if let Some(hit) = dlp::scan_head(&state.scanner, &parts.uri, &parts.headers) {
+        return Err(secret(hit));
+    }
+    let bytes = read_or_drain(body, state.max_body_scan_bytes)
+        .await
+        .map_err(|err| match err {
+            ReadBodyError::TooLarge { limit } => (
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("blocked: request body larger than the {limit}-byte scan bound"),
+                ),
+                "body-bound",
+            ),
+            ReadBodyError::Io(e) => (
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("cannot read the request body: {e}"),
+                ),
+                "body",
+            ),
+        })?;
+    if let Some(hit) = dlp::scan_body(&state.scanner, &bytes) {
+        return Err(secret(hit));
+    }
+    Ok(bytes)
+}
+
+/// Most bytes of an over-bound body read and dropped so the client, still sending, reads the
+/// 413 instead of a reset; past it (or after [`DRAIN_FOR`]) the connection just closes.
+const DRAIN_CAP: usize = 64 << 20;
+/// How long an over-bound body is drained at most.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read a whole body of at most `limit` bytes. A larger one is `TooLarge`, after what the
+/// client still sends is read and dropped (bounded): answering while it is mid-upload would
+/// reset the connection and lose the answer.
+async fn read_or_drain(mut body: Incoming, limit: usize) -> Result<bytes::Bytes, ReadBodyError> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(buf.freeze()),
+            Some(Err(e)) => return Err(ReadBodyError::Io(e.into())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limit {
+                        break;
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    let drain = async {
+        let mut drained = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_CAP {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_FOR, drain).await;
+    Err(ReadBodyError::TooLarge { limit })
 }
 
 /// The `Host` of a request inside an intercepted tunnel when it names another host than the

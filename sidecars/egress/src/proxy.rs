@@ -84,7 +84,7 @@ impl Egress {
         let state = self.state.clone();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let request_id = request_id.to_string();
-        if state.hosts.contains_key(&target.host) {
+        if state.intercepts(&target.host) {
             let tls = state
                 .ca
                 .as_ref()

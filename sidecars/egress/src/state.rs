@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use rustls::{ClientConfig, RootCertStore};
 use sidecars_common::proxy::{DirectClient, TunnelLimits};
+use sidecars_common::secrets::{values_from_text, Scanner, SecretConfig};
 use sidecars_common::ssrf::{normalize_host, AddressPolicy, IpNet};
 
 use crate::ca::Ca;
@@ -46,6 +47,14 @@ pub struct State {
     pub tunnel: TunnelLimits,
     /// Connect (and TLS handshake) timeout.
     pub connect_timeout: Duration,
+    /// Terminate TLS for every host name but the passthrough ones (config `intercept_all`).
+    pub intercept_all: bool,
+    /// Hosts kept blind under `intercept_all`, lower-case.
+    pub passthrough: HashSet<String>,
+    /// DLP on intercepted requests: token formats and the configured secrets' values.
+    pub scanner: Scanner,
+    /// Largest intercepted request body scanned (and so forwarded).
+    pub max_body_scan_bytes: usize,
 }
 
 impl std::fmt::Debug for State {
@@ -166,7 +175,11 @@ impl State {
                 }
             }
             (None, None) => {
-                if !hosts.is_empty() {
+                if config.intercept_all {
+                    problems.push(
+                        "ca_cert/ca_key: required with intercept_all (egress terminates TLS for every host)".into(),
+                    );
+                } else if !hosts.is_empty() {
                     problems.push(
                         "ca_cert/ca_key: required when routes or vault entries exist (egress terminates TLS for those hosts)".into(),
                     );
@@ -214,9 +227,51 @@ impl State {
                 return Err(problems);
             }
         };
-        if !problems.is_empty() {
-            return Err(problems);
+        let mut values = Vec::new();
+        for (i, path) in config.secret_files.iter().enumerate() {
+            match std::fs::read(path) {
+                Ok(bytes) => values.extend(values_from_text(&String::from_utf8_lossy(&bytes))),
+                Err(e) => problems.push(format!(
+                    "secret_files[{i}]: cannot read {}: {e}",
+                    path.display()
+                )),
+            }
         }
+        if !(0.0..=8.0).contains(&config.entropy_threshold) {
+            problems.push("entropy_threshold: must be between 0 and 8 bits per character".into());
+        }
+        if config.max_body_scan_bytes == 0 {
+            problems.push("max_body_scan_bytes: must be at least 1".into());
+        }
+        let mut passthrough = HashSet::new();
+        for (i, host) in config.passthrough.iter().enumerate() {
+            let h = normalize_host(host);
+            if h.is_empty() || h.contains('*') {
+                problems.push(format!(
+                    "passthrough[{i}]: {host:?} must be an exact host name"
+                ));
+            } else if hosts.contains_key(&h) {
+                problems.push(format!(
+                    "passthrough[{i}]: {h} is a route or vault host, which egress must intercept to inject its credential"
+                ));
+            } else {
+                passthrough.insert(h);
+            }
+        }
+        let scanner = match Scanner::new(&SecretConfig {
+            values,
+            entropy_threshold: config.entropy_threshold,
+            ..SecretConfig::default()
+        }) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(format!("secret_files: {e}"));
+                None
+            }
+        };
+        let (Some(scanner), true) = (scanner, problems.is_empty()) else {
+            return Err(problems);
+        };
         let connect_timeout = Duration::from_secs(config.connect_timeout_secs);
         Ok(State {
             allow_from: config.allow_from.clone(),
@@ -231,7 +286,21 @@ impl State {
                 max_lifetime: Duration::from_secs(config.tunnel_max_lifetime_secs),
             },
             connect_timeout,
+            intercept_all: config.intercept_all,
+            passthrough,
+            scanner,
+            max_body_scan_bytes: config.max_body_scan_bytes,
         })
+    }
+
+    /// Whether egress terminates TLS for a CONNECT to `host`: route and vault hosts always;
+    /// with `intercept_all`, every host name but the passthrough ones (IP literals stay blind:
+    /// no certificate name to mint for them).
+    pub fn intercepts(&self, host: &str) -> bool {
+        self.hosts.contains_key(host)
+            || (self.intercept_all
+                && !self.passthrough.contains(host)
+                && !crate::sni::is_ip_literal(host))
     }
 
     /// Intercepted host names (for the startup log line).

@@ -15,7 +15,6 @@
 //! | --- | --- |
 //! | [`config`] | `pipelock.json`: keys, defaults, validation |
 //! | [`policy`] | the compiled policy: allowlist patterns, SSRF policy, DLP scanner, limits |
-//! | [`dlp`] | scanning a request's target, headers and body; where a secret was found |
 //! | [`ratelimit`] | per-destination token buckets |
 //! | [`upstream`] | the next hop: CONNECT through egress or directly; the pooled HTTP client |
 //! | [`proxy`] | the request handler: health, CONNECT tunnels, plain-HTTP forwarding |
@@ -25,7 +24,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod dlp;
 pub mod pack;
 pub mod policy;
 pub mod proxy;

@@ -18,10 +18,10 @@ use sidecars_common::proxy::{
 use sidecars_common::ssrf::SsrfError;
 
 use crate::config::Config;
-use crate::dlp;
 use crate::policy::{Policy, PolicyError};
 use crate::ratelimit::RateLimiter;
 use crate::upstream::{open_tunnel, Forwarder, UpstreamError};
+use sidecars_common::dlp;
 
 /// Relay buffer per direction of a tunnel.
 const TUNNEL_BUFFER: usize = 64 * 1024;

@@ -1069,3 +1069,197 @@ async fn requests_in_an_intercepted_tunnel_must_name_its_host() {
         text(&out)
     );
 }
+
+/// curl through `proxy` trusting only `ca`; returns (status code, body).
+async fn curl_status(proxy: &str, ca: &str, args: &[&str]) -> (String, String) {
+    let mut all = vec!["--proxy", proxy, "--cacert", ca, "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl(&all).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "curl {args:?}: {stderr}");
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (code.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_any_host_is_scanned_before_injection_and_passthrough_stays_blind() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = TestCa::new(dir.path(), "upstream-ca");
+    let bottle_ca = TestCa::new(dir.path(), "bottle-ca");
+    let configured = "corp-db-password-Zq81xLp2Vm";
+    std::fs::write(
+        dir.path().join("agent.env"),
+        format!("DB_PASSWORD={configured}\n"),
+    )
+    .unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("t"), "route-token-value-0123456789").unwrap();
+    let tls_up = upstream(Some(upstream_ca.ca.server_config("localhost").unwrap())).await;
+    let egress_config = |extra: Value| {
+        let mut e = json!({
+            "intercept_all": true,
+            "ca_cert": bottle_ca.cert_path,
+            "ca_key": bottle_ca.key_path,
+            "extra_roots": [upstream_ca.cert_path],
+            "secret_files": [dir.path().join("agent.env")],
+            "max_body_scan_bytes": 256 * 1024,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e
+    };
+    let allow = json!([{"host": "localhost", "ports": [tls_up.port()]}]);
+    let (pipelock, _egress) = chain(allow.clone(), egress_config(json!({}))).await;
+    let proxy = pipelock.url();
+    let bottle = bottle_ca.cert_path.to_str().unwrap();
+    let base = format!("https://localhost:{}", tls_up.port());
+    let token = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789";
+
+    // Not a route host, yet intercepted: the client trusting only the bottle CA gets through.
+    let (code, body) = curl_status(&proxy, bottle, &[&format!("{base}/ok")]).await;
+    assert_eq!(code, "200", "{body}");
+
+    // A benign upload arrives intact.
+    let upload = dir.path().join("upload.txt");
+    let text_body: String = (0..4000)
+        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog\n"))
+        .collect();
+    std::fs::write(&upload, &text_body).unwrap();
+    let want = format!("{:x}", Sha256::digest(text_body.as_bytes()));
+    let (code, got) = curl_status(
+        &proxy,
+        bottle,
+        &[
+            "--data-binary",
+            &format!("@{}", upload.display()),
+            &format!("{base}/sha256"),
+        ],
+    )
+    .await;
+    assert_eq!((code.as_str(), got.as_str()), ("200", want.as_str()));
+
+    // Secrets in the body, a header or the query are refused, and never reach the upstream.
+    let seen = tls_up.requests();
+    for (args, rule, location) in [
+        (
+            vec!["-d".to_string(), format!("{{\"t\":\"{token}\"}}")],
+            "github-token",
+            "body",
+        ),
+        (
+            vec!["-d".to_string(), format!("password={configured}")],
+            "configured-secret",
+            "body",
+        ),
+        (
+            vec!["-H".to_string(), format!("X-Db: {configured}")],
+            "configured-secret",
+            "header x-db",
+        ),
+        (vec![], "configured-secret", "query"),
+    ] {
+        let url = if location == "query" {
+            format!("{base}/q?p={configured}")
+        } else {
+            format!("{base}/p")
+        };
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.push(&url);
+        let (code, body) = curl_status(&proxy, bottle, &a).await;
+        assert_eq!(code, "403", "{args:?}: {body}");
+        assert!(
+            body.contains(&format!(
+                "blocked: secret detected (rule {rule}) in {location}"
+            )),
+            "{args:?}: {body}"
+        );
+        assert!(
+            !body.contains(configured) && !body.contains(token),
+            "{body}"
+        );
+    }
+    // Over the scan bound: refused, not forwarded unscanned.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'a'; 300 * 1024]).unwrap();
+    let (code, body) = curl_status(
+        &proxy,
+        bottle,
+        &[
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &format!("{base}/sha256"),
+        ],
+    )
+    .await;
+    assert_eq!(code, "413", "{body}");
+    assert_eq!(
+        tls_up.requests(),
+        seen,
+        "a refused request reached the upstream"
+    );
+
+    // Python requests, keep-alive: a refused request, then an allowed one on the same session.
+    let script = format!(
+        "import requests\ns = requests.Session()\nr = s.post('{base}/p', json={{'k': '{token}'}}, timeout=20)\nprint(r.status_code, 'github-token' in r.text)\nr = s.get('{base}/ok', timeout=20)\nprint(r.status_code)\n"
+    );
+    let out = python(
+        &script,
+        &[
+            ("HTTPS_PROXY", proxy.clone()),
+            ("REQUESTS_CA_BUNDLE", bottle.to_string()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "403 True\n200\n");
+    drop(pipelock);
+
+    // A route host: the secret is refused before the credential is injected — the upstream
+    // sees nothing at all.
+    let (pipelock, _egress) = chain(
+        allow.clone(),
+        egress_config(json!({
+            "routes": [{"host": "localhost", "headers": {"Authorization": "Bearer ${cred:t}"}}],
+            "credentials_dir": creds,
+        })),
+    )
+    .await;
+    let seen = tls_up.requests();
+    let (code, body) = curl_status(
+        &pipelock.url(),
+        bottle,
+        &["-d", &format!("x={token}"), &format!("{base}/p")],
+    )
+    .await;
+    assert_eq!(code, "403", "{body}");
+    assert_eq!(tls_up.requests(), seen);
+    drop(pipelock);
+
+    // A passthrough host stays blind: the upstream's own certificate, and (the documented gap)
+    // no DLP on what goes inside.
+    let (pipelock, _egress) =
+        chain(allow, egress_config(json!({"passthrough": ["localhost"]}))).await;
+    let out = curl(&[
+        "--proxy",
+        &pipelock.url(),
+        "--cacert",
+        bottle,
+        &format!("{base}/ok"),
+    ])
+    .await;
+    assert!(
+        !out.status.success(),
+        "the bottle CA signed a passthrough host's certificate"
+    );
+    let upstream_trust = upstream_ca.cert_path.to_str().unwrap();
+    let (code, _) = curl_status(
+        &pipelock.url(),
+        upstream_trust,
+        &["-d", &format!("x={token}"), &format!("{base}/p")],
+    )
+    .await;
+    assert_eq!(code, "200");
+}

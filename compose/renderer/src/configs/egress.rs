@@ -42,6 +42,14 @@ pub struct EgressConfig {
     pub ca_key: String,
     /// The manifest's SSRF exceptions (egress applies the guard again).
     pub allow_cidrs: Vec<String>,
+    /// Always: egress decrypts every allowlisted HTTPS host name (the agent trusts the bottle
+    /// CA) so DLP sees the traffic; `passthrough` hosts and IP literals stay blind.
+    pub intercept_all: bool,
+    /// The manifest's `passthrough`.
+    pub passthrough: Vec<String>,
+    /// Every credential of the bottle, as egress's own copies: their values must never leave
+    /// over HTTPS either.
+    pub secret_files: Vec<String>,
 }
 
 /// One route.
@@ -105,6 +113,13 @@ pub fn render(m: &Manifest) -> serde_json::Value {
         ca_cert: CA_CERT.to_string(),
         ca_key: daemon_credential(Daemon::Egress, bottle_spec::CA_KEY_CREDENTIAL),
         allow_cidrs: m.allow_cidrs.clone(),
+        intercept_all: true,
+        passthrough: m.passthrough.clone(),
+        secret_files: m
+            .credentials
+            .keys()
+            .map(|n| daemon_credential(Daemon::Egress, n))
+            .collect(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }

@@ -19,7 +19,6 @@ use serde::Serialize;
 
 use crate::daemon::Daemon;
 use crate::manifest::Manifest;
-use crate::validate::vault_refs;
 
 /// Directory of the project dir holding the config files (relative path).
 pub const CONFIG_DIR: &str = "config";
@@ -53,8 +52,8 @@ pub fn daemon_credential(daemon: Daemon, name: &str) -> String {
 /// daemon's credentials directory → source path in the container. Empty for a daemon that
 /// is not enabled (init hands out nothing for it), so every source named here is mounted.
 ///
-/// - egress: each credential a route's header template or a vault entry references, and the
-///   CA key (`ca.key`).
+/// - egress: every credential of the bottle (its DLP on decrypted HTTPS must recognise their
+///   values; its routes and vault entries inject some of them), and the CA key (`ca.key`).
 /// - pipelock: every credential of the bottle (its DLP must recognise their values).
 /// - git-gate: each repository's credential.
 /// - pack-exec: its operator token (`operator-token`).
@@ -64,14 +63,7 @@ pub fn credentials(daemon: Daemon, m: &Manifest) -> BTreeMap<String, String> {
         return BTreeMap::new();
     }
     let names: Vec<&str> = match daemon {
-        Daemon::Egress => m
-            .routes
-            .iter()
-            .flat_map(|r| r.headers.values())
-            .flat_map(|v| vault_refs(v))
-            .chain(m.vault.keys().map(String::as_str))
-            .collect(),
-        Daemon::Pipelock => m.credentials.keys().map(String::as_str).collect(),
+        Daemon::Egress | Daemon::Pipelock => m.credentials.keys().map(String::as_str).collect(),
         Daemon::GitGate => m
             .git
             .iter()

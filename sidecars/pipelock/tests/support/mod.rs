@@ -18,6 +18,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use sha2::Digest;
 use sidecars_common::body::{Body, BoxError};
 use sidecars_common::shutdown::{Shutdown, ShutdownTrigger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,6 +81,19 @@ impl Upstream {
 async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<HeaderMap>>>) -> Response<Body> {
     seen.lock().unwrap().push(req.headers().clone());
     let path = req.uri().path().to_string();
+    if path == "/sha256" {
+        // The body as received, hashed: proves an upload arrived intact.
+        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        let hex = match body {
+            Ok(bytes) => format!("{:x}", sha2::Sha256::digest(&bytes)),
+            Err(e) => format!("error: {e}"),
+        };
+        return Response::new(
+            Full::new(Bytes::from(hex))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);

@@ -1,11 +1,12 @@
-//! DLP over the parts of a request pipelock can see: the target (host, path, query), the
-//! headers, and plain-HTTP bodies. Each part is scanned as sent and, when it carries
+//! DLP over the parts of a request: the target (host, path, query), the headers, and the
+//! body — pipelock's on plain HTTP and CONNECT targets, egress's on decrypted HTTPS, with the
+//! same rules and the same answers. Each part is scanned as sent and, when it carries
 //! percent-escapes or HTTP Basic credentials, decoded too, so `ghp_%41…` or
 //! `Basic base64(user:token)` are caught. A hit says which rule fired and where, never the value.
 
+use crate::secrets::{percent_decode, Scanner};
 use base64::Engine;
 use http::{HeaderMap, Uri};
-use sidecars_common::secrets::{percent_decode, Scanner};
 
 /// A secret found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +98,7 @@ fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sidecars_common::secrets::SecretConfig;
+    use crate::secrets::SecretConfig;
 
     #[test]
     fn locations() {
