@@ -613,10 +613,9 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
     ];
     // Another pack's files (the jail's Landlock rules: only the handler's own pack dir), and
     // init's process files.
+    read.extend(OTHER_PACK_FILES.map(String::from));
     read.extend(
         [
-            "/usr/share/sidecars/packs/cmd.upper/upper",
-            "/etc/sidecars/packs/cmd.upper/upper",
             "/proc/1/cmdline",
             "/proc/1/status",
             "/proc/1/environ",
@@ -672,11 +671,28 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
         let v = verdict.as_str().unwrap_or("");
         a.blocked(name, v.starts_with("blocked"), v);
     }
+    // Another pack's files exist (the image ships cmd.upper, the bottle mounts it): a
+    // not-found would mean the attempt aimed at nothing, so only a refusal counts.
+    for path in OTHER_PACK_FILES {
+        let name = format!("read {path}");
+        let v = results.get(&name).and_then(|v| v.as_str()).unwrap_or("");
+        a.blocked(
+            &format!("{name} is refused (EACCES), not missing"),
+            v.contains("PermissionError"),
+            v,
+        );
+    }
     let signals = results.keys().filter(|k| k.starts_with("signal ")).count();
     a.blocked("every daemon was tried", signals >= 7, signals);
     a.finish("a hostile pack got out of its room");
     s.assert_healthy();
 }
+
+/// Files of another pack than the handler's: the image's seed pack and the bottle's copy.
+const OTHER_PACK_FILES: [&str; 2] = [
+    "/usr/share/sidecars/packs/cmd.upper/upper",
+    "/etc/sidecars/packs/cmd.upper/upper",
+];
 
 /// Every process of the sidecars container as `[pid, uid]`, read from outside (a jailed handler
 /// cannot list `/proc`, so the test hands it the daemons to attack).
