@@ -482,6 +482,15 @@ pub const PACK_ROOTS: [&str; 3] = [
 
 pub mod route_rules;
 
+/// The kill switch: while this file exists, pipelock and egress refuse everything (`503 kill
+/// switch engaged`) and close their open tunnels. `sidecars kill-switch on|off` (run by the
+/// control plane in the sidecars container, as root) writes or removes it on the
+/// `/run/sidecars` tmpfs and sends [`KILL_SWITCH_SIGNAL`] to init, which forwards it to both
+/// proxies; they also read the file when they start, so a restarted daemon stays off.
+pub const KILL_SWITCH_FILE: &str = "/run/sidecars/kill-switch";
+/// The signal that tells the proxies to read [`KILL_SWITCH_FILE`] again (forwarded by init).
+pub const KILL_SWITCH_SIGNAL: &str = "SIGUSR1";
+
 /// A pack's manifest files, at the pack's root; a pack holds exactly one (pack-exec refuses
 /// both, and so does `control-plane packs install`). helmdeck's marketplace publishes YAML.
 pub mod pack_manifest {

@@ -43,6 +43,22 @@ pub enum Command {
     Approvals(ApprovalsArgs),
     /// `serve`
     Serve(ServeArgs),
+    /// `kill-switch`
+    KillSwitch(KillSwitchArgs),
+}
+
+/// Engage (`on`) or release (`off`) a bottle's kill switch: pipelock and egress refuse every
+/// request (`503 kill switch engaged`) and close open tunnels while it is on; a proxy that
+/// restarts meanwhile stays off.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "kill-switch")]
+pub struct KillSwitchArgs {
+    /// the bottle's slug
+    #[argh(positional)]
+    pub slug: String,
+    /// on or off
+    #[argh(positional)]
+    pub state: String,
 }
 
 /// Serve the HTTP API (docs/api.md): bottles are created, inspected and deleted over HTTP.
@@ -444,6 +460,24 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
                 print_answer(&mut out, &ctl.packs_call(&a.slug, &a.name, input).await?);
             }
         },
+        Command::KillSwitch(a) => {
+            let engage = match a.state.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ControlError::Usage(format!(
+                        "kill-switch takes `on` or `off`, not {other:?}"
+                    )))
+                }
+            };
+            ctl.kill_switch(&a.slug, engage).await?;
+            let now = if engage {
+                "engaged: pipelock and egress refuse everything"
+            } else {
+                "released: the bottle's policy applies again"
+            };
+            eprintln!("kill switch of bottle {} {now}", a.slug);
+        }
         Command::Approvals(ApprovalsArgs { command }) => {
             let (slug, op, json) = match command {
                 ApprovalsCommand::List(a) => (a.slug, Op::List { pending: a.pending }, a.json),

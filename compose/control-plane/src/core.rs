@@ -773,6 +773,40 @@ impl<R: Runtime> Controller<R> {
         }
     }
 
+    /// `kill-switch on|off`: runs `sidecars kill-switch` in the bottle's sidecars container as
+    /// root (the switch's file is on init's `/run/sidecars`, and init is signalled to forward
+    /// the signal to pipelock and egress).
+    pub async fn kill_switch(&self, slug: &str, engage: bool) -> Result<(), ControlError> {
+        let record = self.known(slug).await?;
+        let proxies = [Daemon::Pipelock.name(), Daemon::Egress.name()];
+        if !record.daemons.iter().any(|d| proxies.contains(&d.as_str())) {
+            return Err(ControlError::Usage(format!(
+                "bottle {slug} runs neither pipelock nor egress: it has no outside traffic to stop"
+            )));
+        }
+        let argv: Vec<String> = [
+            bottle_compose::configs::init::DAEMON_BINARY,
+            "kill-switch",
+            if engage { "on" } else { "off" },
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = self
+            .runtime
+            .exec(&record.project, SIDECARS, &argv, Some("0:0"))
+            .await?;
+        if out.code != 0 {
+            return Err(RuntimeError::Failed {
+                command: argv.join(" "),
+                status: format!("exit code {}", out.code),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }
+            .into());
+        }
+        tracing::warn!(slug, engaged = engage, "kill switch flipped");
+        Ok(())
+    }
+
     /// `packs call`.
     pub async fn packs_call(
         &self,

@@ -4,6 +4,8 @@
 //! `sidecars <daemon> [--config PATH]`. This file is wiring only: each daemon crate owns its
 //! arguments (`cli::Args`) and its `main`.
 
+mod kill_switch;
+
 use std::process::ExitCode;
 
 use argh::FromArgs;
@@ -27,6 +29,7 @@ enum Daemon {
     Pipelock(pipelock::cli::Args),
     Egress(egress::cli::Args),
     Dns(dns::cli::Args),
+    KillSwitch(kill_switch::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +44,6 @@ fn main() -> ExitCode {
         Daemon::Pipelock(args) => pipelock::cli::main(args),
         Daemon::Egress(args) => egress::cli::main(args),
         Daemon::Dns(args) => dns::cli::main(args),
+        Daemon::KillSwitch(args) => kill_switch::main(args),
     }
 }

@@ -266,3 +266,100 @@ fn secrets_never_reach_the_logs_or_the_agent() {
         }
     }
 }
+
+/// `sidecars kill-switch on|off --file F --pid P`; its exit code.
+fn kill_switch(state: &str, file: &Path, pid: Pid) -> i32 {
+    let out = Command::new(BIN)
+        .args(["kill-switch", state, "--file"])
+        .arg(file)
+        .args(["--pid", &pid.as_raw().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kill-switch {state}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn the_kill_switch_refuses_everything_closes_tunnels_survives_a_restart_and_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = dir.path().join("kill-switch");
+    let upstream = echo_upstream();
+    let (pport, eport) = (free_port(), free_port());
+    let egress_cfg = dir.path().join("egress.json");
+    std::fs::write(
+        &egress_cfg,
+        json!({"listen": format!("127.0.0.1:{eport}"), "allow_cidrs": ["127.0.0.0/8"],
+               "kill_switch_file": switch})
+        .to_string(),
+    )
+    .unwrap();
+    let pipelock_cfg = dir.path().join("pipelock.json");
+    std::fs::write(
+        &pipelock_cfg,
+        json!({"listen": format!("127.0.0.1:{pport}"), "upstream": format!("127.0.0.1:{eport}"),
+               "allow": [{"host": "127.0.0.1", "ports": [upstream]}],
+               "allow_cidrs": ["127.0.0.0/8"], "kill_switch_file": switch})
+        .to_string(),
+    )
+    .unwrap();
+    let egress = Proc::start("egress", &egress_cfg, dir.path().join("egress.log"));
+    wait_healthy(eport);
+    let mut pipelock = Proc::start("pipelock", &pipelock_cfg, dir.path().join("pipelock.log"));
+    wait_healthy(pport);
+    let url = format!("http://127.0.0.1:{upstream}/x");
+    assert!(curl(pport, &url).starts_with("GET "), "the chain works");
+
+    // A blind tunnel, open before the switch.
+    let mut tunnel = TcpStream::connect(("127.0.0.1", pport)).unwrap();
+    write!(
+        tunnel,
+        "CONNECT 127.0.0.1:{upstream} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tunnel.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+
+    // On: both proxies hear it (as init forwards the signal to both).
+    kill_switch("on", &switch, pipelock.pid());
+    kill_switch("on", &switch, egress.pid());
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        tunnel.read(&mut buf).map_err(|e| e.kind()),
+        Ok(0),
+        "the open tunnel was closed"
+    );
+    wait_for("pipelock refuses", || {
+        curl(pport, &url).contains("blocked: kill switch engaged")
+    });
+    // egress refuses on its own too (a request that reached it some other way).
+    let out = curl(eport, &url);
+    assert!(out.contains("blocked: kill switch engaged"), "{out}");
+
+    // A restarted pipelock comes back refusing.
+    pipelock.stop();
+    let mut pipelock = Proc::start("pipelock", &pipelock_cfg, dir.path().join("pipelock2.log"));
+    wait_healthy(pport);
+    assert!(curl(pport, &url).contains("blocked: kill switch engaged"));
+
+    // Off: the policy applies again.
+    kill_switch("off", &switch, pipelock.pid());
+    kill_switch("off", &switch, egress.pid());
+    wait_for("the chain works again", || {
+        curl(pport, &url).starts_with("GET ")
+    });
+    assert!(pipelock.log().contains("kill switch engaged at start"));
+    assert!(egress.log().contains("kill switch released"));
+    pipelock.stop();
+}

@@ -20,6 +20,7 @@
 //! | [`secrets`] | the secret/DLP scanner (token formats, configured values in any encoding); pipelock, egress and git-gate |
 //! | [`dlp`] | DLP over a request's target, headers and body; where a secret was found (pipelock, egress) |
 //! | [`proxy`] | forward-proxy plumbing shared by pipelock and egress: targets, hop-by-hop headers, tunnels |
+//! | [`kill_switch`] | the operator's kill switch both proxies obey: a file read at start and on SIGUSR1 |
 //! | [`splice`] | zero-copy tunnel relay with `splice(2)` through a pipe per direction |
 //! | [`mcp`] | MCP over streamable HTTP: JSON-RPC, sessions, the `/mcp` endpoint, SSE notifications |
 //! | [`random`] | unpredictable ids from the OS's CSPRNG |
@@ -33,6 +34,7 @@ pub mod dlp;
 pub mod encodings;
 pub mod error;
 pub mod http;
+pub mod kill_switch;
 pub mod logging;
 pub mod mcp;
 pub mod proxy;

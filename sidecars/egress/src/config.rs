@@ -68,6 +68,9 @@ pub struct Config {
     /// Intercepted request bodies are buffered and scanned up to this many bytes; larger
     /// bodies are refused (413), never forwarded unscanned.
     pub max_body_scan_bytes: usize,
+    /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE` in the bundle): while it
+    /// exists everything is refused and open tunnels are closed; re-read on SIGUSR1.
+    pub kill_switch_file: Option<PathBuf>,
 }
 
 /// Headers injected into every request to one host.
@@ -119,6 +122,7 @@ impl Default for Config {
             secret_files: Vec::new(),
             entropy_threshold: 3.5,
             max_body_scan_bytes: 1 << 20,
+            kill_switch_file: None,
         }
     }
 }

@@ -60,7 +60,12 @@ pub async fn run(
     let mut hosts: Vec<&str> = state.intercepted().into_iter().collect();
     hosts.sort_unstable();
     tracing::info!(intercepted = ?hosts, "egress ready");
-    let handler = Arc::new(proxy::Egress::new(state));
+    let kill_switch =
+        sidecars_common::kill_switch::KillSwitch::new(config.kill_switch_file.clone());
+    if config.kill_switch_file.is_some() {
+        kill_switch.listen_for_signal()?;
+    }
+    let handler = Arc::new(proxy::Egress::new(state, kill_switch));
     let mut opts = ServeOptions::new("egress");
     opts.access_log = false;
     // HTTP/1.1 on the raw socket, so blind tunnels are relayed zero-copy.

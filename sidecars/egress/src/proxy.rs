@@ -20,19 +20,22 @@ use sidecars_common::ssrf::SsrfError;
 use crate::intercept::{finish_response, prepare_request, serve_tunnel, Upstream};
 use crate::sni::{self, is_ip_literal};
 use crate::state::State;
+use sidecars_common::kill_switch::{self, KillSwitch};
 
 const TUNNEL_BUFFER: usize = 64 * 1024;
 
 /// The egress service.
 pub struct Egress {
     state: Arc<State>,
+    kill_switch: Arc<KillSwitch>,
 }
 
 impl Egress {
-    /// Wrap built state.
-    pub fn new(state: State) -> Egress {
+    /// Wrap built state, obeying `kill_switch`.
+    pub fn new(state: State, kill_switch: Arc<KillSwitch>) -> Egress {
         Egress {
             state: Arc::new(state),
+            kill_switch,
         }
     }
 
@@ -112,12 +115,20 @@ impl Egress {
                         format!("upstream failed: {m}"),
                     )
                 })?;
+            let kill_switch = self.kill_switch.clone();
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
-                if let Err(err) = serve_tunnel(TokioIo::new(upgraded), tls, upstream).await {
-                    tracing::info!(%request_id, target = %target, %err, "intercepted tunnel ended");
+                tokio::select! {
+                    ended = serve_tunnel(TokioIo::new(upgraded), tls, upstream) => {
+                        if let Err(err) = ended {
+                            tracing::info!(%request_id, target = %target, %err, "intercepted tunnel ended");
+                        }
+                    }
+                    _ = kill_switch.until_engaged() => {
+                        tracing::warn!(%request_id, target = %target, rule = "kill-switch", "tunnel closed by the kill switch");
+                    }
                 }
             });
         } else {
@@ -132,6 +143,7 @@ impl Egress {
                 })?;
             let limits = state.tunnel;
             let hello_timeout = state.connect_timeout;
+            let kill_switch = self.kill_switch.clone();
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
@@ -146,9 +158,13 @@ impl Egress {
                     }
                 }
                 // Blind: zero-copy when the scaffold hands back the raw socket.
-                let stats = client
-                    .relay(Bytes::new(), stream, limits, TUNNEL_BUFFER)
-                    .await;
+                let stats = tokio::select! {
+                    stats = client.relay(Bytes::new(), stream, limits, TUNNEL_BUFFER) => stats,
+                    _ = kill_switch.until_engaged() => {
+                        tracing::warn!(%request_id, target = %target, rule = "kill-switch", "tunnel closed by the kill switch");
+                        return;
+                    }
+                };
                 tracing::info!(%request_id, target = %target, up = stats.up, down = stats.down, end = ?stats.end, zero_copy = stats.zero_copy, secs = started.elapsed().as_secs_f64(), "tunnel closed");
             });
         }
@@ -219,7 +235,9 @@ impl Handler for Egress {
             .into_response(&ctx.request_id);
         };
         let shown = target.to_string();
-        let result = if method == Method::CONNECT {
+        let result = if self.kill_switch.engaged() {
+            Err(kill_switch::refusal())
+        } else if method == Method::CONNECT {
             self.connect(req, target, &ctx.request_id).await
         } else {
             self.forward(req, target).await

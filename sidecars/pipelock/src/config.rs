@@ -56,6 +56,9 @@ pub struct Config {
     pub pack_listen: Option<SocketAddr>,
     /// Destinations pack handlers may reach; `null` (default) = the same as `allow`.
     pub pack_allow: Option<Vec<AllowRule>>,
+    /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE` in the bundle): while it
+    /// exists everything is refused; re-read on SIGUSR1. `null` = no kill switch.
+    pub kill_switch_file: Option<PathBuf>,
 }
 
 /// One allowed destination.
@@ -90,6 +93,7 @@ impl Default for Config {
             connect_timeout_secs: 10,
             pack_listen: None,
             pack_allow: None,
+            kill_switch_file: None,
         }
     }
 }

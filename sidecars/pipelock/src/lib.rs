@@ -69,6 +69,9 @@ pub async fn run_with_reload(
     reload_from: Option<PathBuf>,
 ) -> Result<(), RunError> {
     let pipelock = Arc::new(Pipelock::new(&config)?);
+    if config.kill_switch_file.is_some() {
+        pipelock.kill_switch.listen_for_signal()?;
+    }
     if let Some(addr) = config.pack_listen {
         let packs = TcpListener::bind(addr).await.map_err(|e| {
             std::io::Error::new(

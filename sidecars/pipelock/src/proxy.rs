@@ -22,6 +22,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::ratelimit::RateLimiter;
 use crate::upstream::{open_tunnel, Forwarder, UpstreamError};
 use sidecars_common::dlp;
+use sidecars_common::kill_switch::{self, KillSwitch};
 
 /// Relay buffer per direction of a tunnel.
 const TUNNEL_BUFFER: usize = 64 * 1024;
@@ -37,6 +38,8 @@ pub struct Pipelock {
     current: RwLock<Arc<Current>>,
     limiter: RateLimiter,
     tunnels: Arc<AtomicUsize>,
+    /// Engaged: everything refused, open tunnels closed (`sidecars_common::kill_switch`).
+    pub kill_switch: Arc<KillSwitch>,
 }
 
 impl Pipelock {
@@ -46,6 +49,7 @@ impl Pipelock {
             current: RwLock::new(Arc::new(Self::compile(config)?)),
             limiter: RateLimiter::default(),
             tunnels: Arc::new(AtomicUsize::new(0)),
+            kill_switch: KillSwitch::new(config.kill_switch_file.clone()),
         })
     }
 
@@ -219,6 +223,7 @@ impl Pipelock {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let limits = policy.tunnel;
         let request_id = ctx.request_id.clone();
+        let kill_switch = self.kill_switch.clone();
         // The tunnel's log line keeps the pack's span (its name and call id) when it has one.
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
@@ -232,15 +237,22 @@ impl Pipelock {
                         return;
                     }
                 };
-                // Blind: zero-copy when the scaffold hands back the raw socket.
-                let stats = relay_upgraded(
+                // Blind: zero-copy when the scaffold hands back the raw socket. The kill
+                // switch ends it (dropping both sockets) whenever it is engaged.
+                let relay = relay_upgraded(
                     upgraded,
                     tunnel.leftover,
                     tunnel.stream,
                     limits,
                     TUNNEL_BUFFER,
-                )
-                .await;
+                );
+                let stats = tokio::select! {
+                    stats = relay => stats,
+                    _ = kill_switch.until_engaged() => {
+                        tracing::warn!(%request_id, target = %target, rule = "kill-switch", "tunnel closed by the kill switch");
+                        return;
+                    }
+                };
                 tracing::info!(
                     %request_id,
                     target = %target,
@@ -413,7 +425,9 @@ impl Pipelock {
             }
         };
         let shown = target.to_string();
-        let result = if method == Method::CONNECT {
+        let result = if self.kill_switch.engaged() {
+            Err(Denial::new(kill_switch::refusal(), "kill-switch"))
+        } else if method == Method::CONNECT {
             self.connect(req, &ctx, target, from_pack).await
         } else {
             self.forward(req, target, from_pack).await

@@ -614,14 +614,7 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
     // Another pack's files (the jail's Landlock rules: only the handler's own pack dir), and
     // init's process files.
     read.extend(OTHER_PACK_FILES.map(String::from));
-    read.extend(
-        [
-            "/proc/1/cmdline",
-            "/proc/1/status",
-            "/proc/1/environ",
-        ]
-        .map(String::from),
-    );
+    read.extend(["/proc/1/cmdline", "/proc/1/status", "/proc/1/environ"].map(String::from));
     for d in [
         "init",
         "egress",

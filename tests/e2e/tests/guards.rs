@@ -152,6 +152,23 @@ command = ["sleep", "infinity"]
         out.stdout.starts_with("200"),
         "agent → world via the chain: {out:?}"
     );
+    // The kill switch: one operator command, everything refused; off, it works again.
+    b.cp(&["kill-switch", &b.slug, "on"]).ok("kill-switch on");
+    let to_world = "curl -sS --max-time 10 -w ' %{http_code}' http://world:8000/";
+    e2e::wait_until(
+        "the kill switch refuses",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = sh(to_world);
+            out.stdout.contains("kill switch engaged") && out.stdout.ends_with(" 503")
+        },
+    );
+    b.cp(&["kill-switch", &b.slug, "off"]).ok("kill-switch off");
+    e2e::wait_until(
+        "the kill switch released",
+        std::time::Duration::from_secs(10),
+        || sh(to_world).stdout.ends_with(" 200"),
+    );
     // Plain HTTP inside a CONNECT tunnel to a name (curl -p) would skip pipelock's plain-HTTP
     // DLP and carry any Host: egress closes a blind tunnel that does not open with a TLS
     // ClientHello for its host (sni-mismatch).

@@ -233,6 +233,24 @@ impl<R: Runtime + 'static> Api<R> {
                     .map_err(control)?;
                 Ok(body::json(StatusCode::OK, &answer))
             }
+            Route::KillSwitch(slug) => {
+                check_slug(&slug)?;
+                let bytes = self.read(req).await?;
+                let wanted: KillSwitchBody = serde_json::from_slice(&bytes).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        format!("expected {{\"engaged\": true|false}}: {e}"),
+                    )
+                })?;
+                ctl.kill_switch(&slug, wanted.engaged)
+                    .await
+                    .map_err(control)?;
+                Ok(body::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"slug": slug, "engaged": wanted.engaged}),
+                ))
+            }
             Route::Decide(slug, id, approve) => {
                 check_slug(&slug)?;
                 let bytes = self.read(req).await?;
@@ -419,6 +437,13 @@ fn lines_body(rx: tokio::sync::mpsc::Receiver<crate::runtime::LogLine>) -> Body 
 }
 
 /// Body of an approve/deny request.
+/// `PUT /v1/bottles/{slug}/kill-switch`'s body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitchBody {
+    engaged: bool,
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Decision {

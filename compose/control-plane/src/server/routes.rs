@@ -32,6 +32,8 @@ pub enum Route {
     Approval(String, String),
     /// `POST /v1/bottles/{slug}/approvals/{id}/approve|deny` (true: approve).
     Decide(String, String, bool),
+    /// `PUT /v1/bottles/{slug}/kill-switch` (body `{"engaged": bool}`).
+    KillSwitch(String),
 }
 
 /// Why a request matched no route.
@@ -77,6 +79,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
                 Method::DELETE => Ok(Route::PackDelete(seg(slug), seg(name))),
                 _ => Err(NoRoute::Method("POST, PUT, DELETE")),
             }
+        }
+        ["v1", "bottles", slug, "kill-switch"] if !slug.is_empty() => {
+            allow("PUT", Route::KillSwitch(seg(slug)))
         }
         ["v1", "bottles", slug, "approvals"] if !slug.is_empty() => {
             allow("GET", Route::Approvals(seg(slug)))
@@ -249,6 +254,14 @@ mod tests {
         assert_eq!(
             r(Method::POST, "/v1/bottles/a1"),
             Err(NoRoute::Method("GET, DELETE"))
+        );
+        assert_eq!(
+            r(Method::PUT, "/v1/bottles/a1/kill-switch"),
+            Ok(Route::KillSwitch("a1".into()))
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/bottles/a1/kill-switch"),
+            Err(NoRoute::Method("PUT"))
         );
         assert_eq!(
             r(Method::GET, "/v1/bottles/a1/approvals"),

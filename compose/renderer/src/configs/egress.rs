@@ -50,6 +50,8 @@ pub struct EgressConfig {
     /// Every credential of the bottle, as egress's own copies: their values must never leave
     /// over HTTPS either.
     pub secret_files: Vec<String>,
+    /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE`; `control-plane kill-switch`).
+    pub kill_switch_file: String,
 }
 
 /// One route.
@@ -120,6 +122,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             .keys()
             .map(|n| daemon_credential(Daemon::Egress, n))
             .collect(),
+        kill_switch_file: bottle_spec::KILL_SWITCH_FILE.to_string(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }

@@ -142,7 +142,13 @@ pub fn default_daemon(d: Daemon) -> InitDaemon {
         grace_ms: DAEMON_GRACE_MS,
         ready_timeout_ms: None,
         reload_signal,
-        forward_signals: vec![],
+        // The kill switch's "read the file again", sent to init by `sidecars kill-switch`.
+        forward_signals: match d {
+            Daemon::Pipelock | Daemon::Egress => {
+                vec![bottle_spec::KILL_SWITCH_SIGNAL.to_string()]
+            }
+            _ => vec![],
+        },
     }
 }
 

@@ -30,6 +30,8 @@ pub struct PipelockConfig {
     /// The manifest's `pack_allowlist` (absent: handlers get `allow`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pack_allow: Option<Vec<Allow>>,
+    /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE`; `control-plane kill-switch`).
+    pub kill_switch_file: String,
 }
 
 /// One allowlist rule.
@@ -61,6 +63,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             .contains(&Daemon::PackExec)
             .then(|| format!("127.0.0.1:{}", bottle_spec::PIPELOCK_PACK_PORT)),
         pack_allow: m.pack_allowlist.as_deref().map(rules),
+        kill_switch_file: bottle_spec::KILL_SWITCH_FILE.to_string(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }
