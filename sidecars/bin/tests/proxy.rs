@@ -23,10 +23,19 @@ fn free_port() -> u16 {
 
 /// A plain-HTTP upstream on 127.0.0.1 that answers every request with its own request head.
 fn echo_upstream() -> u16 {
+    recording_upstream().0
+}
+
+/// [`echo_upstream`], also keeping every request head it saw (what egress sent, before any
+/// redaction of the answer).
+fn recording_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let record = record.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut head = String::new();
@@ -40,6 +49,7 @@ fn echo_upstream() -> u16 {
                         break;
                     }
                 }
+                record.lock().unwrap().push(head.clone());
                 let mut s = stream;
                 let _ = write!(
                     s,
@@ -49,7 +59,7 @@ fn echo_upstream() -> u16 {
             });
         }
     });
-    port
+    (port, seen)
 }
 
 struct Proc {
@@ -362,4 +372,119 @@ fn the_kill_switch_refuses_everything_closes_tunnels_survives_a_restart_and_rele
     assert!(pipelock.log().contains("kill switch engaged at start"));
     assert!(egress.log().contains("kill switch released"));
     pipelock.stop();
+}
+
+/// One absolute-form GET on an open connection to the proxy; the response's body.
+fn get_on(conn: &mut TcpStream, url: &str) -> String {
+    write!(conn, "GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Unbuffered reads: what is left on the connection belongs to the next response.
+    let mut reader = conn.try_clone().unwrap();
+    let line = |r: &mut TcpStream| {
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        while !out.ends_with(b"\r\n") {
+            r.read_exact(&mut b).unwrap();
+            out.push(b[0]);
+        }
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let (mut len, mut chunked) = (0usize, false);
+    loop {
+        let l = line(&mut reader).to_ascii_lowercase();
+        if let Some(v) = l.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        chunked |= l.starts_with("transfer-encoding:") && l.contains("chunked");
+        if l == "\r\n" {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let size = usize::from_str_radix(line(&mut reader).trim(), 16).unwrap();
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(len, 0);
+        reader.read_exact(&mut body).unwrap();
+    }
+    String::from_utf8_lossy(&body).to_string()
+}
+
+#[test]
+fn egress_rotates_credentials_on_sighup_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let (old, new) = (
+        "rotated-old-value-0123456789",
+        "rotated-new-value-9876543210",
+    );
+    std::fs::write(creds.join("tok"), old).unwrap();
+    let (upstream, heads) = recording_upstream();
+    let last = || heads.lock().unwrap().last().cloned().unwrap_or_default();
+    let (pport, eport) = (free_port(), free_port());
+    let egress_cfg = dir.path().join("egress.json");
+    let (cert, key) = egress::generate_ca("rotation-test-ca").unwrap();
+    let (ca_cert, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    std::fs::write(&ca_cert, cert).unwrap();
+    std::fs::write(&ca_key, key).unwrap();
+    let config = json!({"listen": format!("127.0.0.1:{eport}"), "allow_cidrs": ["127.0.0.0/8"],
+        "routes": [{"host": "127.0.0.1", "headers": {"Authorization": "Bearer ${cred:tok}"}}],
+        "credentials_dir": creds, "ca_cert": ca_cert, "ca_key": ca_key});
+    std::fs::write(&egress_cfg, config.to_string()).unwrap();
+    let pipelock_cfg = dir.path().join("pipelock.json");
+    std::fs::write(
+        &pipelock_cfg,
+        json!({"listen": format!("127.0.0.1:{pport}"), "upstream": format!("127.0.0.1:{eport}"),
+               "allow": [{"host": "127.0.0.1", "ports": [upstream]}],
+               "allow_cidrs": ["127.0.0.0/8"]})
+        .to_string(),
+    )
+    .unwrap();
+    let egress = Proc::start("egress", &egress_cfg, dir.path().join("egress.log"));
+    wait_healthy(eport);
+    let _pipelock = Proc::start("pipelock", &pipelock_cfg, dir.path().join("pipelock.log"));
+    wait_healthy(pport);
+    let url = format!("http://127.0.0.1:{upstream}/x");
+    // One keep-alive connection of the agent's, open across the reloads.
+    let mut conn = TcpStream::connect(("127.0.0.1", pport)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let answer = get_on(&mut conn, &url);
+    assert!(last().contains(&format!("Bearer {old}")), "{}", last());
+    assert!(!answer.contains(old), "echoed back, yet redacted: {answer}");
+
+    std::fs::write(creds.join("tok"), new).unwrap();
+    kill(egress.pid(), Signal::SIGHUP).unwrap();
+    wait_for("egress reloaded", || {
+        egress.log().contains("config reloaded")
+    });
+    get_on(&mut conn, &url);
+    assert!(
+        last().contains(&format!("Bearer {new}")),
+        "the next request on the same connection carries the new value: {}\negress log:\n{}",
+        last(),
+        egress.log()
+    );
+
+    // A broken config (a credential file gone) is refused; the running state stays.
+    std::fs::remove_file(creds.join("tok")).unwrap();
+    kill(egress.pid(), Signal::SIGHUP).unwrap();
+    wait_for("the bad reload is refused", || {
+        egress.log().contains("config reload rejected")
+    });
+    get_on(&mut conn, &url);
+    assert!(last().contains(&format!("Bearer {new}")), "{}", last());
+    let log = egress.log();
+    assert!(
+        !log.contains(old) && !log.contains(new),
+        "a credential value reached egress's log"
+    );
 }

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 
 use crate::creds::substitute_vault;
 use crate::redact::Redactor;
-use crate::state::State;
+use crate::state::{Live, State};
 
 /// Rewrite an outgoing request for `host`: check the route's method/path rules (a refused
 /// request never gets a credential), substitute scoped `${vault:NAME}` placeholders
@@ -90,7 +90,7 @@ pub fn finish_response(
 /// The upstream side of one intercepted tunnel: a TLS connection to the checked address with
 /// the original host as SNI, reconnected if the upstream closes it between requests.
 pub struct Upstream {
-    state: Arc<State>,
+    live: Arc<Live>,
     host: String,
     addrs: Vec<SocketAddr>,
     sender: Mutex<Option<SendRequest<Body>>>,
@@ -99,13 +99,13 @@ pub struct Upstream {
 impl Upstream {
     /// Connect now, so a dead or untrusted upstream is reported on the CONNECT (502).
     pub async fn connect(
-        state: Arc<State>,
+        live: Arc<Live>,
         host: String,
         addrs: Vec<SocketAddr>,
     ) -> Result<Upstream, String> {
-        let sender = Self::dial(&state, &host, &addrs).await?;
+        let sender = Self::dial(&live.get(), &host, &addrs).await?;
         Ok(Upstream {
-            state,
+            live,
             host,
             addrs,
             sender: Mutex::new(Some(sender)),
@@ -143,10 +143,10 @@ impl Upstream {
             let mut slot = self.sender.lock().await;
             let mut sender = match slot.take() {
                 Some(s) if !s.is_closed() => s,
-                _ => Self::dial(&self.state, &self.host, &self.addrs).await?,
+                _ => Self::dial(&self.live.get(), &self.host, &self.addrs).await?,
             };
             if sender.ready().await.is_err() {
-                sender = Self::dial(&self.state, &self.host, &self.addrs).await?;
+                sender = Self::dial(&self.live.get(), &self.host, &self.addrs).await?;
             }
             let fut = sender.send_request(req);
             *slot = Some(sender);
@@ -175,14 +175,16 @@ impl Upstream {
             );
         }
         let (mut parts, body) = req.into_parts();
-        let body = match scan_request(&self.state, &parts, body).await {
+        // The state now: a reload (rotated credentials) applies from the next request on.
+        let state = self.live.get();
+        let body = match scan_request(&state, &parts, body).await {
             Ok(body) => body,
             Err((err, rule)) => {
                 tracing::warn!(%request_id, host = %self.host, %method, rule, reason = %err.message, "denied");
                 return deny(err, &request_id);
             }
         };
-        let redactor = match prepare_request(&self.state, &self.host, &mut parts) {
+        let redactor = match prepare_request(&state, &self.host, &mut parts) {
             Ok(r) => r,
             Err(err) => {
                 tracing::warn!(%request_id, host = %self.host, %method, reason = %err.message, "denied");
@@ -324,9 +326,10 @@ pub async fn serve_tunnel<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = upstream.state.tunnel;
+    let state = upstream.live.get();
+    let limits = state.tunnel;
     let stream = tokio::time::timeout(
-        upstream.state.connect_timeout,
+        state.connect_timeout,
         tokio_rustls::TlsAcceptor::from(tls).accept(io),
     )
     .await

@@ -56,16 +56,44 @@ pub async fn run(
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
+    run_with_reload(listener, config, shutdown, None).await
+}
+
+/// [`run`], and rebuild the state from `reload_from` on every SIGHUP: routes, vault and
+/// credential files are read again (rotation without a restart); a bad config or an
+/// unreadable file keeps the previous state. Open connections stay; their next request uses
+/// the new state.
+pub async fn run_with_reload(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+    reload_from: Option<std::path::PathBuf>,
+) -> Result<(), RunError> {
     let state = state::State::build(&config).map_err(RunError::Config)?;
     let mut hosts: Vec<&str> = state.intercepted().into_iter().collect();
     hosts.sort_unstable();
-    tracing::info!(intercepted = ?hosts, "egress ready");
+    tracing::info!(intercepted = ?hosts, intercept_all = state.intercept_all, "egress ready");
+    let live = state::Live::new(state);
+    if let Some(path) = reload_from {
+        // Installed before serving: SIGHUP's default action would kill the process.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let live = live.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = hup.recv() => live.reload_from(&path),
+                    _ = shutdown.wait() => break,
+                }
+            }
+        });
+    }
     let kill_switch =
         sidecars_common::kill_switch::KillSwitch::new(config.kill_switch_file.clone());
     if config.kill_switch_file.is_some() {
         kill_switch.listen_for_signal()?;
     }
-    let handler = Arc::new(proxy::Egress::new(state, kill_switch));
+    let handler = Arc::new(proxy::Egress::new(live, kill_switch));
     let mut opts = ServeOptions::new("egress");
     opts.access_log = false;
     // HTTP/1.1 on the raw socket, so blind tunnels are relayed zero-copy.
@@ -80,9 +108,10 @@ pub mod cli {
     use std::process::ExitCode;
 
     use argh::FromArgs;
-    use sidecars_common::daemon::daemon_main;
+    use sidecars_common::daemon::{daemon_main, default_config_path};
 
-    /// Run egress, the credential-injecting last hop of the proxy chain.
+    /// Run egress, the credential-injecting last hop of the proxy chain (SIGHUP reloads the
+    /// config and the credential files it names).
     #[derive(FromArgs)]
     #[argh(subcommand, name = "egress")]
     pub struct Args {
@@ -93,6 +122,16 @@ pub mod cli {
 
     /// Run the daemon to completion.
     pub fn main(args: Args) -> ExitCode {
-        daemon_main("egress", args.config.as_deref(), super::run)
+        let reload_from = args
+            .config
+            .clone()
+            .unwrap_or_else(|| default_config_path("egress"));
+        daemon_main(
+            "egress",
+            args.config.as_deref(),
+            move |listener, config, shutdown| {
+                super::run_with_reload(listener, config, shutdown, Some(reload_from))
+            },
+        )
     }
 }

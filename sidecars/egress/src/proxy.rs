@@ -19,24 +19,21 @@ use sidecars_common::ssrf::SsrfError;
 
 use crate::intercept::{finish_response, prepare_request, serve_tunnel, Upstream};
 use crate::sni::{self, is_ip_literal};
-use crate::state::State;
+use crate::state::Live;
 use sidecars_common::kill_switch::{self, KillSwitch};
 
 const TUNNEL_BUFFER: usize = 64 * 1024;
 
 /// The egress service.
 pub struct Egress {
-    state: Arc<State>,
+    live: Arc<Live>,
     kill_switch: Arc<KillSwitch>,
 }
 
 impl Egress {
-    /// Wrap built state, obeying `kill_switch`.
-    pub fn new(state: State, kill_switch: Arc<KillSwitch>) -> Egress {
-        Egress {
-            state: Arc::new(state),
-            kill_switch,
-        }
+    /// Serve from `live` (replaced on reload), obeying `kill_switch`.
+    pub fn new(live: Arc<Live>, kill_switch: Arc<KillSwitch>) -> Egress {
+        Egress { live, kill_switch }
     }
 
     /// The addresses to connect to: those pipelock checked (sent in `X-Pipelock-Addr`,
@@ -47,7 +44,8 @@ impl Egress {
         req: &Request<Incoming>,
         target: &Target,
     ) -> Result<Vec<SocketAddr>, ApiError> {
-        let policy = &self.state.addresses;
+        let state = self.live.get();
+        let policy = &state.addresses;
         match checked_addrs(req.headers())
             .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?
         {
@@ -84,7 +82,7 @@ impl Egress {
         request_id: &str,
     ) -> Result<Response<Body>, ApiError> {
         let addrs = self.addresses(&req, &target).await?;
-        let state = self.state.clone();
+        let state = self.live.get();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let request_id = request_id.to_string();
         if state.intercepts(&target.host) {
@@ -106,7 +104,7 @@ impl Egress {
                         format!("cannot mint a certificate: {e}"),
                     )
                 })?;
-            let upstream = Upstream::connect(state.clone(), target.host.clone(), addrs)
+            let upstream = Upstream::connect(self.live.clone(), target.host.clone(), addrs)
                 .await
                 .map_err(|m| {
                     ApiError::new(
@@ -178,11 +176,12 @@ impl Egress {
     ) -> Result<Response<Body>, ApiError> {
         let addrs = self.addresses(&req, &target).await?;
         let (mut parts, body) = req.into_parts();
-        let redactor = prepare_request(&self.state, &target.host, &mut parts)?;
+        let state = self.live.get();
+        let redactor = prepare_request(&state, &target.host, &mut parts)?;
         parts.version = http::Version::HTTP_11;
         use http_body_util::BodyExt;
         let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
-        let resp = self.state.http.send(req, addrs[0]).await.map_err(|m| {
+        let resp = state.http.send(req, addrs[0]).await.map_err(|m| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_failed",
@@ -206,7 +205,7 @@ impl Handler for Egress {
                         "status": "ok",
                         "daemon": "egress",
                         "version": env!("CARGO_PKG_VERSION"),
-                        "intercepted_hosts": self.state.hosts.len(),
+                        "intercepted_hosts": self.live.get().hosts.len(),
                     }),
                 );
             }
@@ -219,7 +218,13 @@ impl Handler for Egress {
             }
         };
         let peer = ctx.peer.ip().to_canonical();
-        if !self.state.allow_from.iter().any(|net| net.contains(&peer)) {
+        if !self
+            .live
+            .get()
+            .allow_from
+            .iter()
+            .any(|net| net.contains(&peer))
+        {
             tracing::warn!(request_id = %ctx.request_id, %peer, rule = "allow-from", "denied");
             return deny(
                 blocked(format!("peer {peer} is not allowed to use egress")),

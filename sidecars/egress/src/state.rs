@@ -308,3 +308,52 @@ impl State {
         self.hosts.keys().map(String::as_str).collect()
     }
 }
+
+/// The state requests use, replaced whole on a reload (SIGHUP): a request — or the next
+/// request on an open keep-alive tunnel — takes the current one, so rotated credentials apply
+/// from the next request without dropping connections.
+#[derive(Debug)]
+pub struct Live {
+    current: std::sync::RwLock<Arc<State>>,
+}
+
+impl Live {
+    /// Start with `state`.
+    pub fn new(state: State) -> Arc<Live> {
+        Arc::new(Live {
+            current: std::sync::RwLock::new(Arc::new(state)),
+        })
+    }
+
+    /// The state now.
+    pub fn get(&self) -> Arc<State> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Use `state` from now on.
+    pub fn replace(&self, state: State) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+    }
+
+    /// Build the state from the config at `path` and use it; a bad config or an unreadable
+    /// file keeps the current state, and the log says why (paths and fields, never values).
+    pub fn reload_from(&self, path: &std::path::Path) {
+        let built = sidecars_common::config::load::<Config>(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| State::build(&c).map_err(|p| p.join("; ")));
+        match built {
+            Ok(state) => {
+                let hosts = state.hosts.len();
+                self.replace(state);
+                tracing::info!(path = %path.display(), intercepted_hosts = hosts, "config reloaded");
+            }
+            Err(err) => tracing::error!(
+                path = %path.display(),
+                "config reload rejected; keeping the previous config: {err}"
+            ),
+        }
+    }
+}

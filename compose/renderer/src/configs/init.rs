@@ -112,7 +112,11 @@ pub enum Dependency {
 /// The default entry of a daemon, before overrides.
 pub fn default_daemon(d: Daemon) -> InitDaemon {
     let (ready, depends_on, reload_signal) = match d {
-        Daemon::Egress => (Ready::Http("9099/health".into()), vec![], None),
+        Daemon::Egress => (
+            Ready::Http("9099/health".into()),
+            vec![],
+            Some("SIGHUP".to_string()),
+        ),
         Daemon::Pipelock => (
             Ready::Http("8888/health".into()),
             vec![Dependency::Optional {
