@@ -8,7 +8,7 @@
 # transfer size (default 2 GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+export CARGO_TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 cargo build --release -q -p sidecars
 cargo bench -q -p pipelock --bench proxy -- --sidecars "$CARGO_TARGET_DIR/release/sidecars" \
   | tee /dev/stderr | bench/update_results.py proxy

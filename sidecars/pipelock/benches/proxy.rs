@@ -12,7 +12,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,71 +23,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-impl Proc {
-    /// User + system CPU time so far, in seconds (`/proc/PID/stat` ticks, USER_HZ = 100).
-    fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
-        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the comm.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / 100.0
-    }
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(
-    bin: &PathBuf,
-    daemon: &str,
-    config: serde_json::Value,
-    dir: &std::path::Path,
-) -> (Proc, SocketAddr) {
-    let port = free_port();
-    let mut config = config;
-    config["listen"] = json!(format!("127.0.0.1:{port}"));
-    let path = dir.join(format!("{daemon}-{port}.json"));
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut child = Command::new(bin)
-        .args([daemon, "--config"])
-        .arg(&path)
-        .env("SIDECARS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..400 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return (Proc(child), addr);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("{daemon} did not start");
-}
+mod support;
+use support::*;
 
 /// A TCP source that sends `total` bytes to each connection.
 async fn source(total: usize) -> SocketAddr {
@@ -196,31 +132,6 @@ fn forwarder(next: SocketAddr, zero_copy: bool) -> SocketAddr {
     addr
 }
 
-async fn connect_via(proxy: Option<SocketAddr>, target: SocketAddr) -> TcpStream {
-    let Some(proxy) = proxy else {
-        let s = TcpStream::connect(target).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        return s;
-    };
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).await.unwrap(), 1, "proxy closed");
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
 /// MB/s of reading everything `source` sends.
 async fn throughput(proxy: Option<SocketAddr>, source: SocketAddr) -> f64 {
     let mut s = connect_via(proxy, source).await;
@@ -272,10 +183,6 @@ async fn latencies(via: Option<SocketAddr>, target: SocketAddr, n: usize) -> Vec
     }
     out.sort_by(|a, b| a.partial_cmp(b).unwrap());
     out
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p) as usize]
 }
 
 /// Requests/s with `conns` keep-alive connections for `secs`.
