@@ -172,12 +172,38 @@ fn pipelock_reloads_its_allowlist_on_sighup() {
     let by_name = format!("http://localhost:{up}/b");
     assert!(curl(port, &by_ip).starts_with("GET /a HTTP/1.1"));
     assert!(curl(port, &by_name).contains("blocked: host not on allowlist: localhost"));
+    // A tunnel open to the destination the next policy drops.
+    let mut tunnel = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        tunnel,
+        "CONNECT 127.0.0.1:{up} HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tunnel.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
 
     write("localhost");
     kill(p.pid(), Signal::SIGHUP).unwrap();
     wait_for("the new allowlist", || {
         curl(port, &by_name).starts_with("GET /b HTTP/1.1")
     });
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        tunnel.read(&mut buf).map_err(|e| e.kind()),
+        Ok(0),
+        "the tunnel to a destination the reloaded policy denies was closed"
+    );
+    assert!(p
+        .log()
+        .contains("the reloaded policy denies its destination"));
     assert!(curl(port, &by_ip).contains("blocked: host not on allowlist: 127.0.0.1"));
     assert!(p.log().contains("config reloaded"), "{}", p.log());
 

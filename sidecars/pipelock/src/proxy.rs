@@ -40,13 +40,17 @@ pub struct Pipelock {
     tunnels: Arc<AtomicUsize>,
     /// Engaged: everything refused, open tunnels closed (`sidecars_common::kill_switch`).
     pub kill_switch: Arc<KillSwitch>,
+    /// The policy after each reload: open tunnels re-check their destination against it.
+    policies: tokio::sync::watch::Sender<Arc<Policy>>,
 }
 
 impl Pipelock {
     /// Build from a validated config.
     pub fn new(config: &Config) -> Result<Pipelock, PolicyError> {
+        let current = Self::compile(config)?;
         Ok(Pipelock {
-            current: RwLock::new(Arc::new(Self::compile(config)?)),
+            policies: tokio::sync::watch::channel(current.policy.clone()).0,
+            current: RwLock::new(Arc::new(current)),
             limiter: RateLimiter::default(),
             tunnels: Arc::new(AtomicUsize::new(0)),
             kill_switch: KillSwitch::new(config.kill_switch_file.clone()),
@@ -70,6 +74,7 @@ impl Pipelock {
     /// finish under the old one. On error nothing changes.
     pub fn reload(&self, config: &Config) -> Result<(), PolicyError> {
         let next = Arc::new(Self::compile(config)?);
+        let policy = next.policy.clone();
         let old = std::mem::replace(
             &mut *self
                 .current
@@ -82,6 +87,8 @@ impl Pipelock {
                 "reload: `listen` changed; the new address takes effect only after a restart"
             );
         }
+        // Open tunnels hear of it and close if the new policy denies their destination.
+        self.policies.send_replace(policy);
         Ok(())
     }
 
@@ -224,6 +231,21 @@ impl Pipelock {
         let limits = policy.tunnel;
         let request_id = ctx.request_id.clone();
         let kill_switch = self.kill_switch.clone();
+        let mut policies = self.policies.subscribe();
+        policies.mark_unchanged();
+        let (host, port) = (target.host.clone(), target.port);
+        // Resolves when a reloaded policy no longer allows this tunnel's destination.
+        let denied_by_reload = async move {
+            loop {
+                if policies.changed().await.is_err() {
+                    return std::future::pending::<()>().await;
+                }
+                let policy = policies.borrow_and_update().clone();
+                if policy.check_allowlist(&host, port, from_pack).is_err() {
+                    return;
+                }
+            }
+        };
         // The tunnel's log line keeps the pack's span (its name and call id) when it has one.
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
@@ -250,6 +272,10 @@ impl Pipelock {
                     stats = relay => stats,
                     _ = kill_switch.until_engaged() => {
                         tracing::warn!(%request_id, target = %target, rule = "kill-switch", "tunnel closed by the kill switch");
+                        return;
+                    }
+                    _ = denied_by_reload => {
+                        tracing::warn!(%request_id, target = %target, rule = "allowlist", "tunnel closed: the reloaded policy denies its destination");
                         return;
                     }
                 };
