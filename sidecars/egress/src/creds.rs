@@ -104,6 +104,129 @@ pub enum VaultError {
     },
 }
 
+/// How a substituted value is written where the placeholder was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// As it is (header values, `text/*` bodies).
+    Raw,
+    /// Percent-encoded, every byte but the unreserved ones (URL path and query, form bodies).
+    Percent,
+    /// As the inside of a JSON string (JSON bodies).
+    JsonString,
+}
+
+const MARK: &str = "${vault:";
+
+/// Whether `bytes` holds a placeholder, as written or in the percent-encoded spellings a
+/// client's URL or form encoder makes of `${`, `:` and `}`.
+pub fn has_placeholder(bytes: &[u8]) -> bool {
+    let lower = bytes.to_ascii_lowercase();
+    [
+        MARK.as_bytes(),
+        b"$%7bvault:",
+        b"%24%7bvault%3a",
+        b"%24%7bvault:",
+    ]
+    .iter()
+    .any(|m| lower.windows(m.len()).any(|w| w == *m))
+}
+
+/// `%24`, `%7B`, `%3A`, `%7D` back to `$ { : }`, so an encoded placeholder reads as one.
+fn decode_marks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
+        let decoded = match code.as_deref() {
+            Some("24") => Some('$'),
+            Some("7B") => Some('{'),
+            Some("3A") => Some(':'),
+            Some("7D") => Some('}'),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn place(value: &str, placement: Placement) -> String {
+    match placement {
+        Placement::Raw => value.to_string(),
+        Placement::Percent => {
+            let mut out = String::with_capacity(value.len() * 3);
+            for b in value.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        }
+        Placement::JsonString => {
+            let quoted = serde_json::to_string(value).unwrap_or_default();
+            quoted[1..quoted.len().saturating_sub(1)].to_string()
+        }
+    }
+}
+
+/// `text` with every `${vault:NAME}` replaced by NAME's value written for `placement`, if all
+/// are scoped to `host` (else the error, and nothing is substituted); `None` when `text`
+/// holds no placeholder. With `Placement::Percent` the encoded spellings count too.
+pub fn substitute_text(
+    text: &str,
+    host: &str,
+    vault: &HashMap<String, VaultValue>,
+    placement: Placement,
+) -> Result<Option<String>, VaultError> {
+    if !has_placeholder(text.as_bytes()) {
+        return Ok(None);
+    }
+    let decoded;
+    let text = if placement == Placement::Percent || !text.contains(MARK) {
+        decoded = decode_marks(text);
+        decoded.as_str()
+    } else {
+        text
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(MARK) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + MARK.len()..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let key = &after[..end];
+        let entry = vault
+            .get(key)
+            .ok_or_else(|| VaultError::Unknown(key.chars().take(64).collect()))?;
+        if !entry.hosts.iter().any(|h| h == host) {
+            return Err(VaultError::NotScoped {
+                name: key.to_string(),
+                host: host.to_string(),
+            });
+        }
+        out.push_str(&place(&entry.value, placement));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Some(out))
+}
+
 /// Replace every `${vault:NAME}` in the request's header values with NAME's value, if all are
 /// scoped to `host`; otherwise refuse the whole request (nothing is substituted).
 pub fn substitute_vault(
@@ -111,10 +234,9 @@ pub fn substitute_vault(
     host: &str,
     vault: &HashMap<String, VaultValue>,
 ) -> Result<(), VaultError> {
-    const MARK: &[u8] = b"${vault:";
     let names: Vec<HeaderName> = headers
         .iter()
-        .filter(|(_, v)| v.as_bytes().windows(MARK.len()).any(|w| w == MARK))
+        .filter(|(_, v)| has_placeholder(v.as_bytes()))
         .map(|(n, _)| n.clone())
         .collect();
     let mut replaced: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
@@ -122,32 +244,11 @@ pub fn substitute_vault(
         let mut values = Vec::new();
         for value in headers.get_all(&name) {
             let text = String::from_utf8_lossy(value.as_bytes());
-            let mut out = String::with_capacity(text.len());
-            let mut rest: &str = &text;
-            while let Some(start) = rest.find("${vault:") {
-                out.push_str(&rest[..start]);
-                let after = &rest[start + MARK.len()..];
-                let Some(end) = after.find('}') else {
-                    out.push_str(&rest[start..]);
-                    rest = "";
-                    break;
-                };
-                let key = &after[..end];
-                let entry = vault
-                    .get(key)
-                    .ok_or_else(|| VaultError::Unknown(key.chars().take(64).collect()))?;
-                if !entry.hosts.iter().any(|h| h == host) {
-                    return Err(VaultError::NotScoped {
-                        name: key.to_string(),
-                        host: host.to_string(),
-                    });
-                }
-                out.push_str(&entry.value);
-                rest = &after[end + 1..];
-            }
-            out.push_str(rest);
+            let out = substitute_text(&text, host, vault, Placement::Raw)?
+                .unwrap_or_else(|| text.to_string());
             // Values were checked to be header-safe when loaded.
-            if let Ok(v) = HeaderValue::from_str(&out) {
+            if let Ok(mut v) = HeaderValue::from_str(&out) {
+                v.set_sensitive(true);
                 values.push(v);
             }
         }
@@ -160,6 +261,49 @@ pub fn substitute_vault(
         }
     }
     Ok(())
+}
+
+/// The request target with placeholders in its path and query substituted (percent-encoded);
+/// `None` when it holds none.
+pub fn substitute_uri(
+    uri: &http::Uri,
+    host: &str,
+    vault: &HashMap<String, VaultValue>,
+) -> Result<Option<http::Uri>, VaultError> {
+    let Some(pq) = uri.path_and_query() else {
+        return Ok(None);
+    };
+    let Some(new_pq) = substitute_text(pq.as_str(), host, vault, Placement::Percent)? else {
+        return Ok(None);
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = new_pq.parse().ok();
+    Ok(http::Uri::from_parts(parts).ok())
+}
+
+/// A buffered body with placeholders substituted, written for its `content_type`: JSON
+/// (as string content), form (percent-encoded), `text/*` (raw). Other types are left as they
+/// are (a binary upload is not rewritten). `None` when nothing changed.
+pub fn substitute_body(
+    body: &[u8],
+    content_type: Option<&str>,
+    host: &str,
+    vault: &HashMap<String, VaultValue>,
+) -> Result<Option<Vec<u8>>, VaultError> {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    let placement = if ct.starts_with("application/json") || ct.contains("+json") {
+        Placement::JsonString
+    } else if ct.starts_with("application/x-www-form-urlencoded") {
+        Placement::Percent
+    } else if ct.starts_with("text/") {
+        Placement::Raw
+    } else {
+        return Ok(None);
+    };
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Ok(None);
+    };
+    Ok(substitute_text(text, host, vault, placement)?.map(String::into_bytes))
 }
 
 #[cfg(test)]
@@ -208,5 +352,56 @@ mod tests {
             substitute_vault(&mut h, "api.a.com", &vault),
             Err(VaultError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn placements_in_the_url_and_bodies() {
+        let vault = HashMap::from([(
+            "K".to_string(),
+            VaultValue {
+                value: "a b\"c&d".into(),
+                hosts: vec!["api.a.com".into()],
+            },
+        )]);
+        let host = "api.a.com";
+        let uri: http::Uri = "/v1/x?key=$%7Bvault:K%7D&y=1".parse().unwrap();
+        let got = substitute_uri(&uri, host, &vault).unwrap().unwrap();
+        assert_eq!(got.to_string(), "/v1/x?key=a%20b%22c%26d&y=1");
+        let uri: http::Uri = "/p/%24%7Bvault%3AK%7D".parse().unwrap();
+        assert_eq!(
+            substitute_uri(&uri, host, &vault).unwrap().unwrap().path(),
+            "/p/a%20b%22c%26d"
+        );
+        let json = br#"{"token":"${vault:K}"}"#;
+        let got = substitute_body(json, Some("application/json"), host, &vault)
+            .unwrap()
+            .unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&got).unwrap();
+        assert_eq!(parsed["token"], "a b\"c&d");
+        let form = b"k=%24%7Bvault%3AK%7D&z=1";
+        let got = substitute_body(
+            form,
+            Some("application/x-www-form-urlencoded"),
+            host,
+            &vault,
+        );
+        assert_eq!(got.unwrap().unwrap(), b"k=a%20b%22c%26d&z=1");
+        let text = b"key: ${vault:K}";
+        assert_eq!(
+            substitute_body(text, Some("text/plain"), host, &vault)
+                .unwrap()
+                .unwrap(),
+            b"key: a b\"c&d"
+        );
+        assert_eq!(
+            substitute_body(text, Some("application/octet-stream"), host, &vault).unwrap(),
+            None
+        );
+        assert!(matches!(
+            substitute_body(json, Some("application/json"), "evil.com", &vault),
+            Err(VaultError::NotScoped { .. })
+        ));
+        let uri: http::Uri = "/x?k=$%7Bvault:K%7D".parse().unwrap();
+        assert!(substitute_uri(&uri, "evil.com", &vault).is_err());
     }
 }

@@ -22,7 +22,7 @@ use sidecars_common::proxy::{
 };
 use tokio::sync::Mutex;
 
-use crate::creds::substitute_vault;
+use crate::creds::{substitute_body, substitute_uri, substitute_vault};
 use crate::redact::Redactor;
 use crate::state::{Live, State};
 
@@ -191,6 +191,14 @@ impl Upstream {
                 return deny(err, &request_id);
             }
         };
+        // Route rules saw the path as the agent sent it; placeholders are filled in now.
+        let body = match substitute_request(&state, &self.host, &mut parts, body) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::warn!(%request_id, host = %self.host, %method, rule = "vault", reason = %err.message, "denied");
+                return deny(err, &request_id);
+            }
+        };
         parts.uri = origin_form(&parts.uri);
         parts.version = http::Version::HTTP_11;
         if !parts.headers.contains_key(header::HOST) {
@@ -262,6 +270,33 @@ async fn scan_request(
     Ok(bytes)
 }
 
+/// Substitute scoped `${vault:NAME}` placeholders in the URL (path and query,
+/// percent-encoded) and the buffered body (JSON, form or text, by `Content-Type`), after DLP
+/// has seen the request and before it is sent; an unscoped placeholder refuses the request.
+/// Headers are [`prepare_request`]'s. Returns the body to send.
+pub fn substitute_request(
+    state: &State,
+    host: &str,
+    parts: &mut http::request::Parts,
+    body: bytes::Bytes,
+) -> Result<bytes::Bytes, ApiError> {
+    if let Some(uri) = substitute_uri(&parts.uri, host, &state.vault).map_err(blocked)? {
+        parts.uri = uri;
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    match substitute_body(&body, content_type, host, &state.vault).map_err(blocked)? {
+        Some(new) => {
+            // The length changed; the client sets it again from the new body.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Ok(bytes::Bytes::from(new))
+        }
+        None => Ok(body),
+    }
+}
+
 /// Most bytes of an over-bound body read and dropped so the client, still sending, reads the
 /// 413 instead of a reset; past it (or after [`DRAIN_FOR`]) the connection just closes.
 const DRAIN_CAP: usize = 64 << 20;
@@ -271,7 +306,10 @@ const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// Read a whole body of at most `limit` bytes. A larger one is `TooLarge`, after what the
 /// client still sends is read and dropped (bounded): answering while it is mid-upload would
 /// reset the connection and lose the answer.
-async fn read_or_drain(mut body: Incoming, limit: usize) -> Result<bytes::Bytes, ReadBodyError> {
+pub async fn read_or_drain(
+    mut body: Incoming,
+    limit: usize,
+) -> Result<bytes::Bytes, ReadBodyError> {
     let mut buf = bytes::BytesMut::new();
     loop {
         match body.frame().await {

@@ -17,9 +17,12 @@ use sidecars_common::proxy::{
 };
 use sidecars_common::ssrf::SsrfError;
 
-use crate::intercept::{finish_response, prepare_request, serve_tunnel, Upstream};
+use crate::intercept::{
+    finish_response, prepare_request, read_or_drain, serve_tunnel, substitute_request, Upstream,
+};
 use crate::sni::{self, is_ip_literal};
 use crate::state::Live;
+use sidecars_common::body::ReadBodyError;
 use sidecars_common::kill_switch::{self, KillSwitch};
 
 const TUNNEL_BUFFER: usize = 64 * 1024;
@@ -177,10 +180,27 @@ impl Egress {
         let addrs = self.addresses(&req, &target).await?;
         let (mut parts, body) = req.into_parts();
         let state = self.live.get();
+        // Buffered (pipelock has already scanned it, within the same bound) so placeholders
+        // in it can be substituted.
+        let body = read_or_drain(body, state.max_body_scan_bytes)
+            .await
+            .map_err(|e| match e {
+                ReadBodyError::TooLarge { limit } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("blocked: request body larger than the {limit}-byte scan bound"),
+                ),
+                ReadBodyError::Io(e) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("cannot read the request body: {e}"),
+                ),
+            })?;
+        // Route rules see the path as the agent sent it; placeholders are filled in after.
         let redactor = prepare_request(&state, &target.host, &mut parts)?;
+        let body = substitute_request(&state, &target.host, &mut parts, body)?;
         parts.version = http::Version::HTTP_11;
-        use http_body_util::BodyExt;
-        let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+        let req = Request::from_parts(parts, sidecars_common::body::full(body));
         let resp = state.http.send(req, addrs[0]).await.map_err(|m| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

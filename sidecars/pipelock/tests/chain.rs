@@ -1263,3 +1263,113 @@ async fn https_to_any_host_is_scanned_before_injection_and_passthrough_stays_bli
     .await;
     assert_eq!(code, "200");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_placeholders_fill_the_url_and_bodies_for_their_hosts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = TestCa::new(dir.path(), "upstream-ca");
+    let bottle_ca = TestCa::new(dir.path(), "bottle-ca");
+    let value = "vault+value/7f3a\"9c1e";
+    std::fs::write(dir.path().join("vault-x"), value).unwrap();
+    std::fs::write(dir.path().join("vault-y"), "other-host-secret-value").unwrap();
+    let tls_up = upstream(Some(upstream_ca.ca.server_config("localhost").unwrap())).await;
+    let (pipelock, _egress) = chain(
+        json!([{"host": "localhost", "ports": [tls_up.port()]}]),
+        json!({
+            "intercept_all": true,
+            "vault": {
+                "X": {"file": dir.path().join("vault-x"), "hosts": ["localhost"]},
+                "Y": {"file": dir.path().join("vault-y"), "hosts": ["other.example"]},
+            },
+            "ca_cert": bottle_ca.cert_path,
+            "ca_key": bottle_ca.key_path,
+            "extra_roots": [upstream_ca.cert_path],
+        }),
+    )
+    .await;
+    let proxy = pipelock.url();
+    let bottle = bottle_ca.cert_path.to_str().unwrap();
+    let base = format!("https://localhost:{}", tls_up.port());
+    let last_uri = || {
+        tls_up.last_headers()["x-seen-uri"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // In the query, as Python requests encodes it.
+    let script = format!(
+        "import requests\nr = requests.get('{base}/q', params={{'key': '${{vault:X}}'}}, timeout=20)\nprint(r.status_code)\n"
+    );
+    let out = python(
+        &script,
+        &[
+            ("HTTPS_PROXY", proxy.clone()),
+            ("REQUESTS_CA_BUNDLE", bottle.to_string()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "200");
+    assert_eq!(last_uri(), "/q?key=vault%2Bvalue%2F7f3a%229c1e");
+
+    // In a JSON body: it arrives substituted (the upstream hashes what it got).
+    let sent = r#"{"token":"${vault:X}","n":1}"#;
+    let expected = format!(
+        r#"{{"token":{},"n":1}}"#,
+        serde_json::to_string(value).unwrap()
+    );
+    let want = format!("{:x}", Sha256::digest(expected.as_bytes()));
+    let (code, got) = curl_status(
+        &proxy,
+        bottle,
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            sent,
+            &format!("{base}/sha256"),
+        ],
+    )
+    .await;
+    assert_eq!((code.as_str(), got.as_str()), ("200", want.as_str()));
+
+    // A form body.
+    let (code, got) = curl_status(
+        &proxy,
+        bottle,
+        &[
+            "--data-urlencode",
+            "k=${vault:X}",
+            &format!("{base}/sha256"),
+        ],
+    )
+    .await;
+    let want = format!("{:x}", Sha256::digest(b"k=vault%2Bvalue%2F7f3a%229c1e"));
+    assert_eq!((code.as_str(), got.as_str()), ("200", want.as_str()));
+
+    // Another host's placeholder, in the body or the URL: refused, nothing sent.
+    let seen = tls_up.requests();
+    let (code, body) = curl_status(
+        &proxy,
+        bottle,
+        &[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"t":"${vault:Y}"}"#,
+            &format!("{base}/p"),
+        ],
+    )
+    .await;
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains("blocked: vault placeholder ${vault:Y} is not scoped to localhost"),
+        "{body}"
+    );
+    let (code, _) = curl_status(&proxy, bottle, &[&format!("{base}/p?t=$%7Bvault:Y%7D")]).await;
+    assert_eq!(code, "403");
+    assert_eq!(tls_up.requests(), seen);
+    assert!(!body.contains("other-host-secret-value"));
+}

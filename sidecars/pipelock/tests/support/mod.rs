@@ -79,7 +79,13 @@ impl Upstream {
 }
 
 async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<HeaderMap>>>) -> Response<Body> {
-    seen.lock().unwrap().push(req.headers().clone());
+    // What arrived, for the tests to check: the headers, plus the request target as
+    // `x-seen-uri` (responses may be redacted on the way back; this record is not).
+    let mut record = req.headers().clone();
+    if let Ok(v) = http::HeaderValue::from_str(&req.uri().to_string()) {
+        record.insert("x-seen-uri", v);
+    }
+    seen.lock().unwrap().push(record);
     let path = req.uri().path().to_string();
     if path == "/sha256" {
         // The body as received, hashed: proves an upload arrived intact.
