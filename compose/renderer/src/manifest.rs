@@ -41,6 +41,11 @@ pub struct Manifest {
     /// (clients that pin their server's certificate). A DLP gap for those hosts.
     #[serde(default)]
     pub passthrough: Vec<String>,
+    /// Credentials (by name) holding PEM root certificates egress trusts for upstream TLS
+    /// besides the public roots: a private CA of hosts the agent reaches, which egress now
+    /// verifies itself since it decrypts. Not secrets, so not DLP values.
+    #[serde(default)]
+    pub upstream_roots: Vec<String>,
     /// Credentials by name: files on the host, mounted into the sidecars container only.
     #[serde(default)]
     pub credentials: BTreeMap<String, Credential>,

@@ -249,6 +249,27 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
     if !m.passthrough.is_empty() {
         needs(m, "passthrough", Daemon::Egress, p);
     }
+    if !m.upstream_roots.is_empty() {
+        needs(m, "upstream_roots", Daemon::Egress, p);
+    }
+    for (i, name) in m.upstream_roots.iter().enumerate() {
+        if !m.credentials.contains_key(name) {
+            p.push(Problem::new(
+                format!("upstream_roots[{i}]"),
+                format!("{name:?} is not a declared credential: add [credentials.{name}] with file = the PEM file of the root"),
+            ));
+        } else if m.vault.contains_key(name)
+            || m.git.iter().any(|g| g.credential.as_deref() == Some(name))
+            || m.routes
+                .iter()
+                .any(|r| r.headers.values().any(|v| vault_refs(v).any(|x| x == name)))
+        {
+            p.push(Problem::new(
+                format!("upstream_roots[{i}]"),
+                format!("{name:?} is also used as a secret; a root certificate gets a credential of its own"),
+            ));
+        }
+    }
     for (i, host) in m.passthrough.iter().enumerate() {
         let field = format!("passthrough[{i}]");
         if !is_host_pattern(host) || host.contains('*') {
@@ -390,11 +411,12 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
             .iter()
             .any(|r| r.headers.values().any(|v| vault_refs(v).any(|x| x == name)))
             || m.git.iter().any(|g| g.credential.as_deref() == Some(name))
-            || m.vault.contains_key(name);
+            || m.vault.contains_key(name)
+            || m.upstream_roots.iter().any(|r| r == name);
         if !used {
             p.push(Problem::new(
                 &path,
-                "is not used by any route, vault entry or git repository",
+                "is not used by any route, vault entry, git repository or upstream_roots",
             ));
         }
     }

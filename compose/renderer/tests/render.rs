@@ -985,3 +985,37 @@ fn a_generated_credential_mounts_from_the_project_dir() {
                 if source == "./secrets/credentials/DEMO" && target == "/run/secrets/bottle/DEMO"
         )));
 }
+
+#[test]
+fn upstream_roots_are_egress_trust_not_dlp_values() {
+    let m = manifest(
+        "daemons = [\"pipelock\", \"egress\"]\nupstream_roots = [\"CORP_CA\"]\n\
+         [credentials.CORP_CA]\nfile = \"/etc/corp/root-ca.pem\"\n\
+         [credentials.TOKEN]\nfile = \"/etc/t\"\n\
+         [[allowlist]]\nhost = \"api.corp.example\"\n\
+         [[routes]]\nhost = \"api.corp.example\"\nheaders = { Authorization = \"Bearer ${vault:TOKEN}\" }\n",
+    );
+    let b = render(&m, &RenderOptions::default()).unwrap();
+    let egress = config(&b, "egress");
+    assert_eq!(
+        egress["extra_roots"],
+        serde_json::json!(["/run/sidecars/credentials/egress/CORP_CA"])
+    );
+    assert_eq!(
+        egress["secret_files"],
+        serde_json::json!(["/run/sidecars/credentials/egress/TOKEN"])
+    );
+    assert_eq!(egress["intercept_all"], true);
+    let pipelock = config(&b, "pipelock");
+    assert_eq!(
+        pipelock["secret_files"],
+        serde_json::json!(["/run/sidecars/credentials/pipelock/TOKEN"])
+    );
+    let init = config(&b, "init");
+    assert!(init_entry(&init, "pipelock")["credentials"]
+        .get("CORP_CA")
+        .is_none());
+    assert!(init_entry(&init, "egress")["credentials"]
+        .get("CORP_CA")
+        .is_some());
+}

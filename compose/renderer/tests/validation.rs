@@ -105,6 +105,7 @@ daemons = ["pack-exec", "pack-exec", "pipelock"]
 packs = ["../packs/cmd.upper", "other/cmd.upper", ".."]
 sidecar_image = "bad image"
 passthrough = ["*.pinned.example", "not-listed.example"]
+upstream_roots = ["NOT_DECLARED"]
 
 [agent]
 image = "has space"
@@ -185,6 +186,7 @@ memory = "1m"
         "routes[0].rules[1]: unknown preset \"write-all\"",
         "passthrough[0]: \"*.pinned.example\" is not an exact host name",
         "passthrough[1]: \"not-listed.example\" is not on the allowlist",
+        "upstream_roots[0]: \"NOT_DECLARED\" is not a declared credential",
         "credentials.lower_case: is not a valid credential name",
         "credentials.lower_case.file:",
         "credentials.lower_case: is not used",

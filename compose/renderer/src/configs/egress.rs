@@ -47,6 +47,8 @@ pub struct EgressConfig {
     pub intercept_all: bool,
     /// The manifest's `passthrough`.
     pub passthrough: Vec<String>,
+    /// The manifest's `upstream_roots`, as egress's credential copies.
+    pub extra_roots: Vec<String>,
     /// Every credential of the bottle, as egress's own copies: their values must never leave
     /// over HTTPS either.
     pub secret_files: Vec<String>,
@@ -117,9 +119,15 @@ pub fn render(m: &Manifest) -> serde_json::Value {
         allow_cidrs: m.allow_cidrs.clone(),
         intercept_all: true,
         passthrough: m.passthrough.clone(),
+        extra_roots: m
+            .upstream_roots
+            .iter()
+            .map(|n| daemon_credential(Daemon::Egress, n))
+            .collect(),
         secret_files: m
             .credentials
             .keys()
+            .filter(|n| !m.upstream_roots.contains(n))
             .map(|n| daemon_credential(Daemon::Egress, n))
             .collect(),
         kill_switch_file: bottle_spec::KILL_SWITCH_FILE.to_string(),

@@ -53,8 +53,9 @@ pub fn daemon_credential(daemon: Daemon, name: &str) -> String {
 /// is not enabled (init hands out nothing for it), so every source named here is mounted.
 ///
 /// - egress: every credential of the bottle (its DLP on decrypted HTTPS must recognise their
-///   values; its routes and vault entries inject some of them), and the CA key (`ca.key`).
-/// - pipelock: every credential of the bottle (its DLP must recognise their values).
+///   values; its routes and vault entries inject some; `upstream_roots` are roots it trusts),
+///   and the CA key (`ca.key`).
+/// - pipelock: every credential but the `upstream_roots` (its DLP must recognise their values).
 /// - git-gate: each repository's credential.
 /// - pack-exec: its operator token (`operator-token`).
 /// - supervise: none.
@@ -63,7 +64,14 @@ pub fn credentials(daemon: Daemon, m: &Manifest) -> BTreeMap<String, String> {
         return BTreeMap::new();
     }
     let names: Vec<&str> = match daemon {
-        Daemon::Egress | Daemon::Pipelock => m.credentials.keys().map(String::as_str).collect(),
+        Daemon::Egress => m.credentials.keys().map(String::as_str).collect(),
+        // Every secret (its DLP must recognise their values); root certificates are not.
+        Daemon::Pipelock => m
+            .credentials
+            .keys()
+            .filter(|n| !m.upstream_roots.contains(n))
+            .map(String::as_str)
+            .collect(),
         Daemon::GitGate => m
             .git
             .iter()

@@ -56,6 +56,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
         secret_files: m
             .credentials
             .keys()
+            .filter(|n| !m.upstream_roots.contains(n))
             .map(|n| daemon_credential(Daemon::Pipelock, n))
             .collect(),
         pack_listen: m
