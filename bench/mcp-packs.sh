@@ -27,21 +27,9 @@ server=""
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-mkdir -p "$work/packs/bench.cat"
-cat > "$work/packs/bench.cat/pack.json" <<'JSON'
-{"name": "bench.cat", "version": "1", "description": "echo the input (the trivial handler)",
- "handler": {"type": "command", "command": ["cat"], "timeout_s": 5}}
-JSON
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/pack-exec.json" <<JSON
-{"listen": "127.0.0.1:$port", "state_dir": "$work/state", "packs_dir": "$work/packs"}
-JSON
-"$bin" pack-exec --config "$work/pack-exec.json" 2>"$work/pack-exec.log" &
-server=$!
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  sleep 0.05
-done
+mkdir -p "$work/packs"
+. bench/lib/pack-exec.sh
+start_pack_exec
 url="http://127.0.0.1:$port"
 session=$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' \
   -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}' \

@@ -37,22 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/packs/bench.cat"
+mkdir -p "$work/packs"
 cp -r packs/cmd.upper "$work/packs/"
-cat > "$work/packs/bench.cat/pack.json" <<'JSON'
-{"name": "bench.cat", "version": "1", "description": "echo the input (the trivial handler)",
- "handler": {"type": "command", "command": ["cat"], "timeout_s": 5}}
-JSON
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/pack-exec.json" <<JSON
-{"listen": "127.0.0.1:$port", "state_dir": "$work/state", "packs_dir": "$work/packs"}
-JSON
-"$bin" pack-exec --config "$work/pack-exec.json" 2>"$work/pack-exec.log" &
-server=$!
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  sleep 0.05
-done
+. bench/lib/pack-exec.sh
+start_pack_exec
 curl -fsS "http://127.0.0.1:$port/health" >/dev/null
 curl -fsS -X POST -d "$input" "http://127.0.0.1:$port/v1/packs/cmd.upper" >/dev/null
 

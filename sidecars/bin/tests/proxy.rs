@@ -146,6 +146,33 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A CONNECT tunnel through the proxy on `proxy` to `127.0.0.1:port`, its `200` head read.
+fn open_tunnel(proxy: u16, port: u16) -> TcpStream {
+    let mut tunnel = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    write!(
+        tunnel,
+        "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tunnel.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    tunnel
+}
+
+/// Whether `tunnel` is closed by the other side within 10 s (reads end of stream).
+fn closed(tunnel: &mut TcpStream) -> bool {
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    matches!(tunnel.read(&mut buf), Ok(0))
+}
+
 #[test]
 fn pipelock_reloads_its_allowlist_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,32 +200,15 @@ fn pipelock_reloads_its_allowlist_on_sighup() {
     assert!(curl(port, &by_ip).starts_with("GET /a HTTP/1.1"));
     assert!(curl(port, &by_name).contains("blocked: host not on allowlist: localhost"));
     // A tunnel open to the destination the next policy drops.
-    let mut tunnel = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        tunnel,
-        "CONNECT 127.0.0.1:{up} HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tunnel.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let mut tunnel = open_tunnel(port, up);
 
     write("localhost");
     kill(p.pid(), Signal::SIGHUP).unwrap();
     wait_for("the new allowlist", || {
         curl(port, &by_name).starts_with("GET /b HTTP/1.1")
     });
-    tunnel
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(
-        tunnel.read(&mut buf).map_err(|e| e.kind()),
-        Ok(0),
+    assert!(
+        closed(&mut tunnel),
         "the tunnel to a destination the reloaded policy denies was closed"
     );
     assert!(p
@@ -350,32 +360,12 @@ fn the_kill_switch_refuses_everything_closes_tunnels_survives_a_restart_and_rele
     assert!(curl(pport, &url).starts_with("GET "), "the chain works");
 
     // A blind tunnel, open before the switch.
-    let mut tunnel = TcpStream::connect(("127.0.0.1", pport)).unwrap();
-    write!(
-        tunnel,
-        "CONNECT 127.0.0.1:{upstream} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tunnel.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let mut tunnel = open_tunnel(pport, upstream);
 
     // On: both proxies hear it (as init forwards the signal to both).
     kill_switch("on", &switch, pipelock.pid());
     kill_switch("on", &switch, egress.pid());
-    tunnel
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(
-        tunnel.read(&mut buf).map_err(|e| e.kind()),
-        Ok(0),
-        "the open tunnel was closed"
-    );
+    assert!(closed(&mut tunnel), "the open tunnel was closed");
     wait_for("pipelock refuses", || {
         curl(pport, &url).contains("blocked: kill switch engaged")
     });

@@ -80,6 +80,31 @@ pub fn scan_head(scanner: &Scanner, uri: &Uri, headers: &HeaderMap) -> Option<Hi
     None
 }
 
+/// The answer and log rule for a body that could not be read for scanning: over the bound
+/// (413, never forwarded unscanned) or a broken read (400). Pipelock and egress both answer so.
+pub fn body_refusal(err: crate::body::ReadBodyError) -> (crate::error::ApiError, &'static str) {
+    use crate::error::ApiError;
+    use http::StatusCode;
+    match err {
+        crate::body::ReadBodyError::TooLarge { limit } => (
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("blocked: request body larger than the {limit}-byte scan bound"),
+            ),
+            "body-bound",
+        ),
+        crate::body::ReadBodyError::Io(e) => (
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the request body: {e}"),
+            ),
+            "body",
+        ),
+    }
+}
+
 /// Scan a (buffered) request body.
 pub fn scan_body(scanner: &Scanner, body: &[u8]) -> Option<Hit> {
     scan_part(scanner, body, || "body".into())

@@ -15,6 +15,7 @@ use http::StatusCode;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::shutdown::Shutdown;
 
 /// A proxy's view of the kill switch.
 #[derive(Debug)]
@@ -65,19 +66,15 @@ impl KillSwitch {
         }
     }
 
-    /// Re-read the file on every `bottle_spec::KILL_SWITCH_SIGNAL` (SIGUSR1) for as long as
-    /// the process runs. Installs the handler now (so a signal right after start is not the
+    /// Re-read the file on every `bottle_spec::KILL_SWITCH_SIGNAL` (SIGUSR1) until `shutdown`. Installs the handler now (so a signal right after start is not the
     /// default action, which would kill the daemon).
-    pub fn listen_for_signal(self: &Arc<Self>) -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut usr1 = signal(SignalKind::user_defined1())?;
+    pub fn listen_for_signal(self: &Arc<Self>, shutdown: Shutdown) -> std::io::Result<()> {
         let me = self.clone();
-        tokio::spawn(async move {
-            while usr1.recv().await.is_some() {
-                me.reload();
-            }
-        });
-        Ok(())
+        crate::shutdown::on_signal(
+            tokio::signal::unix::SignalKind::user_defined1(),
+            shutdown,
+            move || me.reload(),
+        )
     }
 
     /// Resolves once the switch is engaged (at once if it is): what an open tunnel waits on

@@ -33,6 +33,29 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
+/// Run `f` on every `kind` signal (SIGHUP: reload) until `shutdown` fires. The handler is
+/// installed when this is called, before the daemon serves: a signal's default action (for
+/// SIGHUP and SIGUSR1: terminate) must never reach a running daemon.
+pub fn on_signal(
+    kind: tokio::signal::unix::SignalKind,
+    shutdown: Shutdown,
+    f: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
+    let mut signals = tokio::signal::unix::signal(kind)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = signals.recv() => match got {
+                    Some(()) => f(),
+                    None => break,
+                },
+                _ = shutdown.wait() => break,
+            }
+        }
+    });
+    Ok(())
+}
+
 /// A cloneable "we are shutting down" flag that tasks can await.
 #[derive(Clone, Debug)]
 pub struct Shutdown {

@@ -246,24 +246,7 @@ async fn scan_request(
     }
     let bytes = read_or_drain(body, state.max_body_scan_bytes)
         .await
-        .map_err(|err| match err {
-            ReadBodyError::TooLarge { limit } => (
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("blocked: request body larger than the {limit}-byte scan bound"),
-                ),
-                "body-bound",
-            ),
-            ReadBodyError::Io(e) => (
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("cannot read the request body: {e}"),
-                ),
-                "body",
-            ),
-        })?;
+        .map_err(dlp::body_refusal)?;
     if let Some(hit) = dlp::scan_body(&state.scanner, &bytes) {
         return Err(secret(hit));
     }

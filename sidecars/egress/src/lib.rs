@@ -75,23 +75,17 @@ pub async fn run_with_reload(
     tracing::info!(intercepted = ?hosts, intercept_all = state.intercept_all, "egress ready");
     let live = state::Live::new(state);
     if let Some(path) = reload_from {
-        // Installed before serving: SIGHUP's default action would kill the process.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let live = live.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(()) = hup.recv() => live.reload_from(&path),
-                    _ = shutdown.wait() => break,
-                }
-            }
-        });
+        sidecars_common::shutdown::on_signal(
+            tokio::signal::unix::SignalKind::hangup(),
+            shutdown.clone(),
+            move || live.reload_from(&path),
+        )?;
     }
     let kill_switch =
         sidecars_common::kill_switch::KillSwitch::new(config.kill_switch_file.clone());
     if config.kill_switch_file.is_some() {
-        kill_switch.listen_for_signal()?;
+        kill_switch.listen_for_signal(shutdown.clone())?;
     }
     let handler = Arc::new(proxy::Egress::new(live, kill_switch));
     let mut opts = ServeOptions::new("egress");

@@ -22,7 +22,6 @@ use crate::intercept::{
 };
 use crate::sni::{self, is_ip_literal};
 use crate::state::Live;
-use sidecars_common::body::ReadBodyError;
 use sidecars_common::kill_switch::{self, KillSwitch};
 
 const TUNNEL_BUFFER: usize = 64 * 1024;
@@ -184,18 +183,7 @@ impl Egress {
         // in it can be substituted.
         let body = read_or_drain(body, state.max_body_scan_bytes)
             .await
-            .map_err(|e| match e {
-                ReadBodyError::TooLarge { limit } => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("blocked: request body larger than the {limit}-byte scan bound"),
-                ),
-                ReadBodyError::Io(e) => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("cannot read the request body: {e}"),
-                ),
-            })?;
+            .map_err(|e| sidecars_common::dlp::body_refusal(e).0)?;
         // Route rules see the path as the agent sent it; placeholders are filled in after.
         let redactor = prepare_request(&state, &target.host, &mut parts)?;
         let body = substitute_request(&state, &target.host, &mut parts, body)?;

@@ -172,19 +172,7 @@ fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'sta
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut bin = PathBuf::from("target/release/sidecars");
-    while let Some(a) = args.next() {
-        if a == "--sidecars" {
-            bin = PathBuf::from(args.next().expect("--sidecars PATH"));
-        }
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench(bin));
+    run_bench(bench);
 }
 
 async fn bench(bin: PathBuf) {

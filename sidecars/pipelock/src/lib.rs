@@ -70,7 +70,7 @@ pub async fn run_with_reload(
 ) -> Result<(), RunError> {
     let pipelock = Arc::new(Pipelock::new(&config)?);
     if config.kill_switch_file.is_some() {
-        pipelock.kill_switch.listen_for_signal()?;
+        pipelock.kill_switch.listen_for_signal(shutdown.clone())?;
     }
     if let Some(addr) = config.pack_listen {
         let packs = TcpListener::bind(addr).await.map_err(|e| {
@@ -82,18 +82,12 @@ pub async fn run_with_reload(
         tokio::spawn(pack::serve(packs, pipelock.clone(), shutdown.clone()));
     }
     if let Some(path) = reload_from {
-        // Installed before serving: SIGHUP's default action would kill the process.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let pipelock = pipelock.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(()) = hup.recv() => pipelock.reload_from(&path),
-                    _ = shutdown.wait() => break,
-                }
-            }
-        });
+        sidecars_common::shutdown::on_signal(
+            tokio::signal::unix::SignalKind::hangup(),
+            shutdown.clone(),
+            move || pipelock.reload_from(&path),
+        )?;
     }
     let mut opts = ServeOptions::new("pipelock");
     // pipelock logs its own lines: the scaffold's would print request paths, which may hold

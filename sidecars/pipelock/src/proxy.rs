@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sidecars_common::body::{empty, full, json, read_limited, Body, ReadBodyError};
+use sidecars_common::body::{empty, full, json, read_limited, Body};
 use sidecars_common::error::ApiError;
 use sidecars_common::http::{Handler, RequestContext};
 use sidecars_common::proxy::{
@@ -309,23 +309,9 @@ impl Pipelock {
             .await?;
         let bytes = read_limited(&parts.headers, body, policy.max_body_scan_bytes)
             .await
-            .map_err(|err| match err {
-                ReadBodyError::TooLarge { limit } => Denial::new(
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        format!("blocked: request body larger than the {limit}-byte scan bound"),
-                    ),
-                    "body-bound",
-                ),
-                ReadBodyError::Io(e) => Denial::new(
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("cannot read the request body: {e}"),
-                    ),
-                    "body",
-                ),
+            .map_err(|err| {
+                let (error, rule) = dlp::body_refusal(err);
+                Denial::new(error, rule)
             })?;
         if let Some(hit) = dlp::scan_body(&policy.scanner, &bytes) {
             return Err(Denial::secret(hit));

@@ -890,17 +890,10 @@ async fn route_rules_allow_and_deny_as_written_and_a_denied_request_never_carrie
     let script = format!(
         "import requests\ns = requests.Session()\nr = s.post('{base}/repos/acme/app/pulls/2/merge', timeout=20)\nprint(r.status_code)\nr = s.get('{base}/repos/acme/app', timeout=20)\nprint(r.status_code)\n"
     );
-    let out = python(
-        &script,
-        &[
-            ("HTTPS_PROXY", pipelock.url()),
-            ("REQUESTS_CA_BUNDLE", bottle.to_string()),
-        ],
-    )
-    .await;
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout, "403\n200\n");
+    assert_eq!(
+        python_via(&script, &pipelock.url(), bottle).await,
+        "403\n200\n"
+    );
 
     // Plain HTTP to the route host follows the same rules.
     let before = plain_up.requests();
@@ -1070,6 +1063,21 @@ async fn requests_in_an_intercepted_tunnel_must_name_its_host() {
     );
 }
 
+/// Python `script` with `HTTPS_PROXY=proxy`, trusting only `ca`; its stdout (it must succeed).
+async fn python_via(script: &str, proxy: &str, ca: &str) -> String {
+    let out = python(
+        script,
+        &[
+            ("HTTPS_PROXY", proxy.to_string()),
+            ("REQUESTS_CA_BUNDLE", ca.to_string()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    stdout
+}
+
 /// curl through `proxy` trusting only `ca`; returns (status code, body).
 async fn curl_status(proxy: &str, ca: &str, args: &[&str]) -> (String, String) {
     let mut all = vec!["--proxy", proxy, "--cacert", ca, "-w", "\n%{http_code}"];
@@ -1204,17 +1212,7 @@ async fn https_to_any_host_is_scanned_before_injection_and_passthrough_stays_bli
     let script = format!(
         "import requests\ns = requests.Session()\nr = s.post('{base}/p', json={{'k': '{token}'}}, timeout=20)\nprint(r.status_code, 'github-token' in r.text)\nr = s.get('{base}/ok', timeout=20)\nprint(r.status_code)\n"
     );
-    let out = python(
-        &script,
-        &[
-            ("HTTPS_PROXY", proxy.clone()),
-            ("REQUESTS_CA_BUNDLE", bottle.to_string()),
-        ],
-    )
-    .await;
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout, "403 True\n200\n");
+    assert_eq!(python_via(&script, &proxy, bottle).await, "403 True\n200\n");
     drop(pipelock);
 
     // A route host: the secret is refused before the credential is injected — the upstream
@@ -1301,17 +1299,7 @@ async fn vault_placeholders_fill_the_url_and_bodies_for_their_hosts_only() {
     let script = format!(
         "import requests\nr = requests.get('{base}/q', params={{'key': '${{vault:X}}'}}, timeout=20)\nprint(r.status_code)\n"
     );
-    let out = python(
-        &script,
-        &[
-            ("HTTPS_PROXY", proxy.clone()),
-            ("REQUESTS_CA_BUNDLE", bottle.to_string()),
-        ],
-    )
-    .await;
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout.trim(), "200");
+    assert_eq!(python_via(&script, &proxy, bottle).await.trim(), "200");
     assert_eq!(last_uri(), "/q?key=vault%2Bvalue%2F7f3a%229c1e");
 
     // In a JSON body: it arrives substituted (the upstream hashes what it got).

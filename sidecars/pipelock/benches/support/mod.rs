@@ -118,3 +118,21 @@ pub async fn connect_to(proxy: SocketAddr, target: &str) -> TcpStream {
 pub fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p) as usize]
 }
+
+/// A benchmark's `main`: `--sidecars PATH` names the release binary (default
+/// `target/release/sidecars`); `bench` runs on a 2-thread tokio runtime.
+pub fn run_bench<F: std::future::Future<Output = ()>>(bench: impl FnOnce(PathBuf) -> F) {
+    let mut args = std::env::args().skip(1);
+    let mut bin = PathBuf::from("target/release/sidecars");
+    while let Some(a) = args.next() {
+        if a == "--sidecars" {
+            bin = PathBuf::from(args.next().expect("--sidecars PATH"));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench(bin));
+}
