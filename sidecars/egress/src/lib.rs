@@ -1,10 +1,11 @@
 //! egress: the last hop out of a bottle. It accepts proxy requests from pipelock only
-//! (`allow_from`), injects credentials the agent never holds into requests for route hosts
-//! (terminating their TLS with a certificate minted by the bottle's CA), substitutes
-//! `${vault:NAME}` placeholders only for the hosts NAME is scoped to, redacts injected values
-//! that an upstream echoes back, and tunnels every other host blind — a blind tunnel to a name
-//! only once its TLS ClientHello names that host. Every address it connects
-//! to passes the same SSRF guard as pipelock's.
+//! (`allow_from`), terminates TLS with certificates minted by the bottle's CA for route and
+//! vault hosts — and with `intercept_all` for every host name but the `passthrough` ones —
+//! scans what it decrypts with the shared DLP, checks route rules, injects credentials the
+//! agent never holds, substitutes `${vault:NAME}` placeholders only for the hosts NAME is
+//! scoped to, and redacts injected values an upstream echoes back. Other hosts are tunnelled
+//! blind, a tunnel to a name only once its TLS ClientHello names that host. Every address it
+//! connects to passes the same SSRF guard as pipelock's; the kill switch stops it all.
 //!
 //! # Layout
 //! | module | job |
