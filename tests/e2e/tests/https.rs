@@ -1,0 +1,196 @@
+//! HTTPS inside a real bottle: the agent's TLS to an allowlisted host *name* is decrypted by
+//! egress (the agent trusts the bottle CA through the bundle the renderer points
+//! `SSL_CERT_FILE` & co. at), DLP refuses a secret in the body before anything reaches the
+//! upstream, and egress verifies the upstream with the private root the manifest names in
+//! `upstream_roots`. The upstream is an HTTPS server container of the test's own on the
+//! bottle's egress network, with a certificate from a CA the test makes with openssl.
+
+use std::path::Path;
+
+use e2e::{require_docker, root_credential, run, wait_until, Bottle, WorldContainer};
+
+/// A CA and a leaf for `name` signed by it, written into `dir`: (ca.crt, leaf.crt, leaf.key).
+fn ca_and_leaf(dir: &Path, name: &str) -> (String, String, String) {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let openssl = |args: &[&str]| run("openssl", args).ok("openssl");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=e2e private root",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.crt"),
+    ]);
+    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).expect("ext");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={name}"),
+        "-keyout",
+        &p("leaf.key"),
+        "-out",
+        &p("leaf.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("leaf.crt"),
+    ]);
+    (p("ca.crt"), p("leaf.crt"), p("leaf.key"))
+}
+
+/// The upstream: answers every GET with `hello over tls` and every POST with
+/// `got N bytes`; logs each request line to stdout (the test reads `docker logs`).
+const SERVER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, body):
+        self.send_response(200); self.send_header("content-length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def do_GET(self):
+        print("seen", self.command, self.path, flush=True); self.reply(b"hello over tls")
+    def do_POST(self):
+        n = int(self.headers.get("content-length", "0")); self.rfile.read(n)
+        print("seen", self.command, self.path, flush=True); self.reply(b"got %d bytes" % n)
+s = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("/certs/leaf.crt", "/certs/leaf.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn https_to_a_named_host_is_decrypted_scanned_and_verified_against_the_private_root() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "world-tls";
+    let (ca, _, _) = ca_and_leaf(dir.path(), name);
+    let ca_pem = std::fs::read_to_string(&ca).expect("ca.crt");
+    let root = root_credential(dir.path(), "world-root.pem", ca_pem.trim_end());
+    let manifest = format!(
+        r#"
+slug = "{{slug}}"
+daemons = ["egress", "pipelock"]
+allow_cidrs = ["172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8"]
+upstream_roots = ["WORLD_ROOT"]
+
+[[allowlist]]
+host = "{name}"
+ports = [8443]
+
+[credentials.WORLD_ROOT]
+file = "{root}"
+
+[agent]
+image = "sidecar-bundle/agent-test:dev"
+command = ["sleep", "infinity"]
+"#,
+        root = root.display()
+    );
+    let b = Bottle::up("https", &manifest);
+    let egress_net = run(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            &b.sidecars(),
+        ],
+    )
+    .stdout
+    .split_whitespace()
+    .find(|n| n.ends_with("-egress"))
+    .expect("the sidecars container is on the egress network")
+    .to_string();
+    let world = format!("e2e-{name}-{}", b.slug);
+    let _ = run("docker", &["rm", "-f", &world]);
+    run(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            &world,
+            "--user",
+            "0:0",
+            "--network",
+            &egress_net,
+            "--network-alias",
+            name,
+            "-v",
+            &format!("{}:/certs:ro", dir.path().display()),
+            "sidecar-bundle/agent-test:dev",
+            "python3",
+            "-c",
+            SERVER,
+        ],
+    )
+    .ok("start the HTTPS world");
+    let _world = WorldContainer(world.clone());
+    let sh = |script: &str| b.exec(&b.agent(), &["bash", "-c", script]);
+    let url = format!("https://{name}:8443");
+    wait_until(
+        "the HTTPS world answers through the chain",
+        std::time::Duration::from_secs(30),
+        || sh(&format!("curl -sS --max-time 5 {url}/ok")).stdout == "hello over tls",
+    );
+    // The certificate the agent saw is the bottle CA's (egress decrypted), not the world's.
+    let issuer = sh(&format!(
+        "curl -sv --max-time 5 -o /dev/null {url}/ok 2>&1 | grep -i 'issuer:'"
+    ));
+    assert!(
+        issuer.stdout.to_ascii_lowercase().contains("issuer")
+            && !issuer.stdout.contains("e2e private root"),
+        "the agent saw the upstream's own certificate: {issuer:?}"
+    );
+    // A benign upload passes; a token in the body is refused before the upstream sees it.
+    let out = sh(&format!(
+        "curl -sS --max-time 10 -d 'note=all fine here' {url}/upload"
+    ));
+    assert_eq!(out.stdout, "got 18 bytes", "{out:?}");
+    let token = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789";
+    let out = sh(&format!(
+        "curl -sS --max-time 10 -w ' %{{http_code}}' -d 'k={token}' {url}/leak"
+    ));
+    assert!(
+        out.stdout
+            .contains("blocked: secret detected (rule github-token) in body")
+            && out.stdout.ends_with(" 403"),
+        "{out:?}"
+    );
+    let seen = run("docker", &["logs", &world]);
+    assert!(seen.stdout.contains("seen POST /upload"), "{seen:?}");
+    assert!(
+        !seen.stdout.contains("/leak"),
+        "the refused request reached the upstream: {seen:?}"
+    );
+    let logs = run("docker", &["logs", &b.sidecars()]);
+    assert!(
+        !format!("{}{}", logs.stdout, logs.stderr).contains(token),
+        "a log line holds the token"
+    );
+}
