@@ -504,3 +504,221 @@ fn egress_rotates_credentials_on_sighup_without_dropping_connections() {
         "a credential value reached egress's log"
     );
 }
+
+/// `git ARGS` in `dir` with `env`; panics with its output unless it succeeds.
+fn git_ok(dir: &Path, args: &[&str], env: &[(&str, String)]) -> String {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "protocol.version=2",
+        ])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "git {args:?}: {text}");
+    text
+}
+
+#[test]
+fn git_over_https_through_the_intercepting_chain_gets_the_credential_it_never_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A private root and a leaf for localhost, for the HTTPS git upstream.
+    let p = |f: &str| d.join(f).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=git root",
+        "-keyout",
+        &p("up-ca.key"),
+        "-out",
+        &p("up-ca.crt"),
+    ]);
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &p("up.key"),
+        "-out",
+        &p("up.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("up.csr"),
+        "-CA",
+        &p("up-ca.crt"),
+        "-CAkey",
+        &p("up-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("up.crt"),
+    ]);
+    // The upstream repository, with one commit.
+    let root = d.join("git-root");
+    std::fs::create_dir_all(&root).unwrap();
+    git_ok(
+        d,
+        &["init", "-q", "--bare", "-b", "main", &p("git-root/app.git")],
+        &[],
+    );
+    git_ok(d, &["clone", "-q", &p("git-root/app.git"), &p("seed")], &[]);
+    std::fs::write(d.join("seed/README"), "hello\n").unwrap();
+    git_ok(&d.join("seed"), &["add", "README"], &[]);
+    git_ok(&d.join("seed"), &["commit", "-qm", "first"], &[]);
+    git_ok(&d.join("seed"), &["push", "-q", "origin", "HEAD:main"], &[]);
+    let userpass = "gitbot:s3cr3t-git-pass-Qm81";
+    let port_file = d.join("port");
+    let log = d.join("requests.log");
+    let mut upstream = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/git_http_upstream.py"
+        ))
+        .args([root.to_str().unwrap(), userpass])
+        .args([&port_file, &log])
+        .env(
+            "GIT_UPSTREAM_TLS",
+            format!("{}:{}", p("up.crt"), p("up.key")),
+        )
+        .spawn()
+        .unwrap();
+    wait_for("the HTTPS git upstream", || port_file.exists());
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // The chain: egress decrypts (intercept_all) and adds the Basic credential for localhost.
+    let creds = d.join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let basic = {
+        let out = Command::new("base64")
+            .arg("-w0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        out.stdin
+            .as_ref()
+            .unwrap()
+            .write_all(userpass.as_bytes())
+            .unwrap();
+        String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()
+    };
+    std::fs::write(creds.join("git"), &basic).unwrap();
+    let (cert, key) = egress::generate_ca("git-https-test").unwrap();
+    std::fs::write(d.join("bottle.crt"), cert).unwrap();
+    std::fs::write(d.join("bottle.key"), key).unwrap();
+    let (pport, eport) = (free_port(), free_port());
+    std::fs::write(
+        d.join("egress.json"),
+        json!({"listen": format!("127.0.0.1:{eport}"), "allow_cidrs": ["127.0.0.0/8"],
+               "intercept_all": true, "ca_cert": d.join("bottle.crt"), "ca_key": d.join("bottle.key"),
+               "extra_roots": [d.join("up-ca.crt")], "credentials_dir": creds,
+               "routes": [{"host": "localhost", "headers": {"Authorization": "Basic ${cred:git}"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("pipelock.json"),
+        json!({"listen": format!("127.0.0.1:{pport}"), "upstream": format!("127.0.0.1:{eport}"),
+               "allow": [{"host": "localhost", "ports": [port]}], "allow_cidrs": ["127.0.0.0/8"]})
+        .to_string(),
+    )
+    .unwrap();
+    let egress = Proc::start("egress", &d.join("egress.json"), d.join("egress.log"));
+    wait_healthy(eport);
+    let pipelock = Proc::start("pipelock", &d.join("pipelock.json"), d.join("pipelock.log"));
+    wait_healthy(pport);
+
+    // git with only HTTPS_PROXY and the bottle CA: clone, commit, push.
+    let env = [
+        ("HTTPS_PROXY", format!("http://127.0.0.1:{pport}")),
+        ("GIT_SSL_CAINFO", p("bottle.crt")),
+    ];
+    let url = format!("https://localhost:{port}/app.git");
+    git_ok(d, &["clone", "-q", &url, &p("work")], &env);
+    assert_eq!(
+        std::fs::read_to_string(d.join("work/README")).unwrap(),
+        "hello\n"
+    );
+    std::fs::write(d.join("work/CHANGES"), "second\n").unwrap();
+    git_ok(&d.join("work"), &["add", "CHANGES"], &env);
+    git_ok(&d.join("work"), &["commit", "-qm", "second"], &env);
+    git_ok(
+        &d.join("work"),
+        &["push", "-q", "origin", "HEAD:main"],
+        &env,
+    );
+    let head = git_ok(
+        d,
+        &[
+            "--git-dir",
+            &p("git-root/app.git"),
+            "log",
+            "--format=%s",
+            "main",
+        ],
+        &[],
+    );
+    assert_eq!(head, "second\nfirst\n");
+    let requests = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !requests.contains("401"),
+        "every request carried the credential: {requests}"
+    );
+    assert!(
+        requests.contains("200 POST /app.git/git-receive-pack"),
+        "{requests}"
+    );
+    for log in [egress.log(), pipelock.log()] {
+        assert!(
+            !log.contains(userpass) && !log.contains(basic.trim()),
+            "a log holds the credential"
+        );
+    }
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}

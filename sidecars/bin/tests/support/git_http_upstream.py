@@ -3,7 +3,7 @@ HTTP server. Used by tests/git_gate.rs to prove git-gate talks to an HTTP upstre
 repo's credential (which the agent never has).
 
 usage: git_http_upstream.py ROOT USER:PASSWORD PORT_FILE LOG_FILE
-Writes its port to PORT_FILE once listening; appends one line per request to LOG_FILE:
+With GIT_UPSTREAM_TLS=CERT:KEY (PEM files) it serves HTTPS. Writes its port to PORT_FILE once listening; appends one line per request to LOG_FILE:
 `<status> <method> <path>`.
 """
 import base64
@@ -89,6 +89,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if os.environ.get("GIT_UPSTREAM_TLS"):
+    import ssl
+    cert, key = os.environ["GIT_UPSTREAM_TLS"].split(":", 1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 os.rename(port_file + ".tmp", port_file)
