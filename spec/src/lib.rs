@@ -480,6 +480,29 @@ pub const PACK_ROOTS: [&str; 3] = [
     "/var/lib/sidecars/packs/packs",
 ];
 
+pub mod path_glob;
+
+/// Paths a push may not add, change or delete unless the operator relaxes it for the
+/// repository (git-gate's `deny_paths`): CI configuration runs on the upstream's runners with
+/// the repository's secrets, so an agent able to change it could read them out.
+pub const DEFAULT_DENY_PATHS: [&str; 6] = [
+    ".github/workflows/**",
+    ".gitlab-ci.yml",
+    ".circleci/**",
+    "Jenkinsfile",
+    ".buildkite/**",
+    "azure-pipelines.yml",
+];
+
+/// Compile a repository-relative path glob (`deny_paths`): `*` within a segment, `**` across.
+pub fn repo_path_glob(glob: &str) -> Result<path_glob::PathGlob, String> {
+    if glob.starts_with('/') {
+        return Err(format!(
+            "{glob:?}: write repository paths without a leading `/`"
+        ));
+    }
+    path_glob::PathGlob::parse(&format!("/{glob}"))
+}
 pub mod route_rules;
 
 /// The kill switch: while this file exists, pipelock and egress refuse everything (`503 kill

@@ -20,11 +20,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::path_glob::PathGlob;
+
 /// The presets a rule may name, and the rule each stands for.
 pub const PRESETS: [(&str, &str); 1] = [("read-only", "GET,HEAD,OPTIONS /**")];
-
-/// Longest path glob accepted.
-const MAX_GLOB: usize = 512;
 
 /// One rule as written in a manifest or egress's config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -57,22 +56,13 @@ pub enum Action {
     Deny,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Byte(u8),
-    /// `*`: any run of bytes without `/`.
-    Star,
-    /// `**`: any run of bytes.
-    Stars,
-}
-
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     action: Action,
     /// Upper-case method names; `None` = any method.
     methods: Option<Vec<String>>,
-    glob: Vec<Token>,
+    glob: PathGlob,
     /// As written, for messages.
     text: String,
 }
@@ -104,48 +94,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-fn parse_glob(glob: &str) -> Result<Vec<Token>, String> {
-    if !glob.starts_with('/') {
-        return Err(format!("the path glob {glob:?} must start with `/`"));
-    }
-    if glob.len() > MAX_GLOB {
-        return Err(format!("the path glob is longer than {MAX_GLOB} bytes"));
-    }
-    let bytes = glob.as_bytes();
-    let mut tokens = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'*' if bytes.get(i + 1) == Some(&b'*') => {
-                if bytes.get(i + 2) == Some(&b'*') {
-                    return Err(format!("{glob:?}: `***` means nothing; use `*` or `**`"));
-                }
-                tokens.push(Token::Stars);
-                i += 2;
-            }
-            b'*' => {
-                tokens.push(Token::Star);
-                i += 1;
-            }
-            b'?' | b'#' => {
-                return Err(format!(
-                    "{glob:?}: a path glob matches the path only (no `?query` or `#fragment`)"
-                ))
-            }
-            b if b.is_ascii_graphic() => {
-                tokens.push(Token::Byte(b.to_ascii_lowercase()));
-                i += 1;
-            }
-            _ => {
-                return Err(format!(
-                    "{glob:?}: spaces and control characters are not allowed"
-                ))
-            }
-        }
-    }
-    Ok(tokens)
-}
-
 fn parse_methods(methods: &str) -> Result<Option<Vec<String>>, String> {
     if methods == "*" {
         return Ok(None);
@@ -169,7 +117,7 @@ fn compile_one(action: Action, text: &str) -> Result<Rule, String> {
     Ok(Rule {
         action,
         methods: parse_methods(methods)?,
-        glob: parse_glob(glob.trim())?,
+        glob: PathGlob::parse(glob.trim())?,
         text: text.trim().to_string(),
     })
 }
@@ -248,38 +196,6 @@ fn canonical_path(path: &str) -> Result<String, &'static str> {
     Ok(decoded.to_ascii_lowercase())
 }
 
-/// Whether `glob` matches all of `path` (both already lower-cased). Dynamic programming over
-/// the glob: O(glob × path) time, O(path) memory, no backtracking blow-up.
-fn glob_matches(glob: &[Token], path: &[u8]) -> bool {
-    let n = path.len();
-    let mut row = vec![false; n + 1];
-    row[0] = true;
-    for token in glob {
-        let mut next = vec![false; n + 1];
-        match token {
-            Token::Byte(b) => {
-                for j in 0..n {
-                    next[j + 1] = row[j] && path[j] == *b;
-                }
-            }
-            Token::Star => {
-                next[0] = row[0];
-                for j in 1..=n {
-                    next[j] = row[j] || (next[j - 1] && path[j - 1] != b'/');
-                }
-            }
-            Token::Stars => {
-                next[0] = row[0];
-                for j in 1..=n {
-                    next[j] = row[j] || next[j - 1];
-                }
-            }
-        }
-        row = next;
-    }
-    row[n]
-}
-
 impl Rules {
     /// No rules: every request is allowed.
     pub fn is_empty(&self) -> bool {
@@ -295,7 +211,7 @@ impl Rules {
         let method = method.to_ascii_uppercase();
         for rule in &self.rules {
             let method_ok = rule.methods.as_ref().is_none_or(|ms| ms.contains(&method));
-            if method_ok && glob_matches(&rule.glob, path.as_bytes()) {
+            if method_ok && rule.glob.matches_folded(path.as_bytes()) {
                 return match rule.action {
                     Action::Allow => Ok(()),
                     Action::Deny => Err(Refusal::Denied(rule.text.clone())),

@@ -226,6 +226,10 @@ pub struct GitRepo {
     /// Name of the credential used to talk to the upstream.
     #[serde(default)]
     pub credential: Option<String>,
+    /// Paths no pushed commit may add, change or delete (globs, `*` within a segment, `**`
+    /// across). Absent: CI configuration (`bottle_spec::DEFAULT_DENY_PATHS`); `[]` relaxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_paths: Option<Vec<String>>,
 }
 
 /// Limits for both services and for pack handlers.

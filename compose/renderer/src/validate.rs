@@ -461,6 +461,11 @@ fn git(m: &Manifest, p: &mut Vec<Problem>) {
                 "carries credentials in the URL: declare them in `credentials` and name them in `credential`",
             ));
         }
+        for (j, glob) in repo.deny_paths.iter().flatten().enumerate() {
+            if let Err(e) = bottle_spec::repo_path_glob(glob) {
+                p.push(Problem::new(format!("git[{i}].deny_paths[{j}]"), e));
+            }
+        }
         if let Some(c) = &repo.credential {
             if !m.credentials.contains_key(c) {
                 p.push(Problem::new(

@@ -201,6 +201,7 @@ fn agent_env_per_daemon() {
         name: "repo".into(),
         upstream: "https://x/y".into(),
         credential: None,
+        deny_paths: None,
     }];
     let env = agent_env(&m);
     for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {

@@ -143,6 +143,7 @@ file = "relative/path"
 name = "Repo"
 upstream = "not a url"
 credential = "NOPE"
+deny_paths = ["/abs/path", ".github/**"]
 
 [[git]]
 name = "dup"
@@ -194,6 +195,7 @@ memory = "1m"
         "git[0].name:",
         "git[0].upstream:",
         "git[0].credential:",
+        "git[0].deny_paths[0]: \"/abs/path\": write repository paths without a leading `/`",
         "git[2].name: \"dup\" is used twice",
         "packs[1]: a pack directory named \"cmd.upper\" is listed twice",
         "packs[2]:",

@@ -68,6 +68,20 @@ pub struct RepoConfig {
     /// Branches that may be neither deleted nor rewritten (non-fast-forward).
     #[serde(default)]
     pub protect: Vec<String>,
+    /// Paths (globs: `*` within a segment, `**` across) no pushed commit may add, change or
+    /// delete. Absent: `bottle_spec::DEFAULT_DENY_PATHS` (CI configuration); `[]` relaxes.
+    #[serde(default)]
+    pub deny_paths: Option<Vec<String>>,
+}
+
+impl RepoConfig {
+    /// The repository's `deny_paths`, defaults filled in.
+    pub fn deny_paths(&self) -> Vec<String> {
+        match &self.deny_paths {
+            Some(paths) => paths.clone(),
+            None => bottle_spec::DEFAULT_DENY_PATHS.map(String::from).to_vec(),
+        }
+    }
 }
 
 /// True for names we can put in a path and a URL without surprises.
@@ -140,6 +154,11 @@ impl Validate for Config {
                     p.push(format!(
                         "repos[{i}].credential: {c:?} must be a plain file name in credentials_dir"
                     ));
+                }
+            }
+            for (j, glob) in r.deny_paths().iter().enumerate() {
+                if let Err(e) = bottle_spec::repo_path_glob(glob) {
+                    p.push(format!("repos[{i}].deny_paths[{j}]: {e}"));
                 }
             }
             for (j, b) in r.protect.iter().enumerate() {

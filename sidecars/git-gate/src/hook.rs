@@ -39,6 +39,9 @@ pub struct HookSettings {
     pub secret_files: Vec<PathBuf>,
     /// Longest the upstream push may take, in seconds.
     pub upstream_timeout_s: u64,
+    /// Path globs no new commit may add, change or delete (the repository's `deny_paths`).
+    #[serde(default)]
+    pub deny_paths: Vec<String>,
 }
 
 /// A refusal or failure, as lines for the client.
@@ -143,12 +146,32 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         return Err(refusals);
     }
 
-    // 2. Secret scan of every new commit.
     let tips: Vec<&str> = updates
         .iter()
         .filter(|u| !u.is_delete())
         .map(|u| u.new.as_str())
         .collect();
+
+    // 2. Path policy: no new commit touches a denied path.
+    if !tips.is_empty() && !settings.deny_paths.is_empty() {
+        let touched = denied_paths(&tips, &settings.deny_paths)?;
+        if !touched.is_empty() {
+            let mut lines = vec![format!(
+                "{} change(s) to paths this repository refuses (CI configuration runs with the repository's secrets):",
+                touched.len()
+            )];
+            lines.extend(touched.iter().map(|(commit, path)| {
+                format!(
+                    "  commit {} changes {path}",
+                    &commit[..commit.len().min(12)]
+                )
+            }));
+            lines.push("drop those changes from the pushed commits; the operator may relax `deny_paths` for this repository".into());
+            return Err(lines);
+        }
+    }
+
+    // 3. Secret scan of every new commit.
     let (leaks, stats) = if tips.is_empty() {
         (Vec::new(), Stats::default())
     } else {
@@ -164,7 +187,7 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         return Err(lines);
     }
 
-    // 3. Forward to the upstream, atomically, only over what we last saw there.
+    // 4. Forward to the upstream, atomically, only over what we last saw there.
     let mut info = vec![format!(
         "scanned {} new commit(s), {} added line(s): no secrets",
         stats.commits, stats.lines
@@ -175,6 +198,46 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         updates.len()
     ));
     Ok(info)
+}
+
+/// Every (commit, path) of the new commits that adds, changes or deletes a path matching
+/// one of `globs`. A merge counts for the paths it leaves different from every parent (`--cc`,
+/// as the secret scan does): what a merged branch's own new commits change is listed with
+/// those commits, and merging a branch already upstream is not refused for its history.
+fn denied_paths(tips: &[&str], globs: &[String]) -> Result<Vec<(String, String)>, Refusal> {
+    let globs: Vec<bottle_spec::path_glob::PathGlob> = globs
+        .iter()
+        .map(|g| bottle_spec::repo_path_glob(g).map_err(|e| vec![format!("deny_paths: {e}")]))
+        .collect::<Result<_, _>>()?;
+    let mut args = vec![
+        "-c",
+        "core.quotePath=false",
+        "log",
+        "--format=%H",
+        "--name-only",
+        "--cc",
+        "--no-renames",
+        "-z",
+    ];
+    args.extend_from_slice(tips);
+    args.extend(["--not", "--all"]);
+    let out = git_ok(&args)?;
+    let mut found = Vec::new();
+    let mut commit = String::new();
+    for field in out.split('\0') {
+        for line in field.split('\n').filter(|l| !l.is_empty()) {
+            if line.len() == 40 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
+                commit = line.to_string();
+            } else if globs.iter().any(|g| g.matches(&format!("/{line}")))
+                && !found
+                    .iter()
+                    .any(|(c, p): &(String, String)| *c == commit && p == line)
+            {
+                found.push((commit.clone(), line.to_string()));
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn scanner(settings: &HookSettings) -> Result<Scanner, Refusal> {

@@ -142,6 +142,7 @@ fn hook_env(mirror: &Mirror, state: &State) -> Vec<(OsString, OsString)> {
             .filter_map(|m| m.credential_file.clone())
             .collect(),
         upstream_timeout_s: state.config.upstream_timeout_s,
+        deny_paths: mirror.repo.deny_paths(),
     };
     vec![
         (

@@ -35,6 +35,9 @@ pub struct Repo {
     /// Credential file name (http(s) upstreams only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// The manifest's `deny_paths` (absent: git-gate's defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_paths: Option<Vec<String>>,
 }
 
 /// Render `git-gate.json` for a bottle.
@@ -49,6 +52,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
                 name: r.name.clone(),
                 upstream: r.upstream.clone(),
                 credential: r.credential.clone(),
+                deny_paths: r.deny_paths.clone(),
             })
             .collect(),
         credentials_dir: Daemon::GitGate.credentials_dir(),
