@@ -552,3 +552,84 @@ fn a_push_changing_ci_configuration_is_refused_unless_the_operator_relaxes_it() 
         Some(ci.as_str())
     );
 }
+
+#[test]
+fn secrets_in_messages_identities_tags_and_blob_refs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let refused = |args: &[&str], place: &str| {
+        let (ok, err) = push(&work, args);
+        assert!(!ok, "{args:?} should be refused: {err}");
+        assert!(
+            err.contains(place) && err.contains("aws-access-key"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains(AWS_KEY), "the secret itself is echoed: {err}");
+    };
+    // A commit message.
+    git::ok(
+        &work,
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            &format!("deploy\n\nkey {AWS_KEY}"),
+        ],
+    );
+    refused(&["origin", "main"], "(commit message) line 3");
+    // The author's name.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    let author = format!("--author=bot {AWS_KEY} <bot@example.com>");
+    git::ok(
+        &work,
+        &["commit", "-q", "--allow-empty", &author, "-m", "x"],
+    );
+    refused(&["origin", "main"], "(author)");
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    // An annotated tag's message, on a clean commit.
+    git::ok(
+        &work,
+        &["tag", "-a", "v1", "-m", &format!("release {AWS_KEY}")],
+    );
+    refused(&["origin", "refs/tags/v1"], "(tag message)");
+    // A tag pointing straight at a blob, and at a tree, holding the secret.
+    std::fs::write(
+        dir.path().join("loose"),
+        format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"),
+    )
+    .unwrap();
+    let blob = git::ok(
+        &work,
+        &[
+            "hash-object",
+            "-w",
+            dir.path().join("loose").to_str().unwrap(),
+        ],
+    );
+    git::ok(&work, &["tag", "blobtag", blob.trim()]);
+    refused(&["origin", "refs/tags/blobtag"], "(blob)");
+    git::ok(
+        &work,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("100644,{},hidden.env", blob.trim()),
+        ],
+    );
+    let tree = git::ok(&work, &["write-tree"]);
+    git::ok(&work, &["tag", "treetag", tree.trim()]);
+    refused(&["origin", "refs/tags/treetag"], "hidden.env");
+    // A clean annotated tag goes through.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    git::ok(
+        &work,
+        &["tag", "-a", "v2", "-m", "release notes, nothing secret"],
+    );
+    let (ok, err) = push(&work, &["origin", "refs/tags/v2"]);
+    assert!(ok, "{err}");
+    assert!(git::rev(&upstream, "refs/tags/v2").is_some());
+    assert!(git::rev(&upstream, "refs/tags/v1").is_none());
+}

@@ -153,8 +153,13 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         .collect();
 
     // 2. Path policy: no new commit touches a denied path.
-    if !tips.is_empty() && !settings.deny_paths.is_empty() {
-        let touched = denied_paths(&tips, &settings.deny_paths)?;
+    let commitish: Vec<String> = tips
+        .iter()
+        .filter_map(|t| crate::objects::peel_commit(t))
+        .collect();
+    let commitish: Vec<&str> = commitish.iter().map(String::as_str).collect();
+    if !commitish.is_empty() && !settings.deny_paths.is_empty() {
+        let touched = denied_paths(&commitish, &settings.deny_paths)?;
         if !touched.is_empty() {
             let mut lines = vec![format!(
                 "{} change(s) to paths this repository refuses (CI configuration runs with the repository's secrets):",
@@ -171,11 +176,31 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         }
     }
 
-    // 3. Secret scan of every new commit.
+    // 3. Secret scan: what every ref now points at (tags, blobs, trees), the messages and
+    // identities of every new commit, and the added lines of every new commit.
     let (leaks, stats) = if tips.is_empty() {
         (Vec::new(), Stats::default())
     } else {
-        scan_new_commits(&tips, &scanner(settings)?)?
+        let scanner = scanner(settings)?;
+        let mut leaks = Vec::new();
+        let mut budget = crate::objects::MAX_OBJECT_BYTES;
+        let mut commits = Vec::new();
+        for tip in &tips {
+            if let Some(commit) =
+                crate::objects::scan_ref_target(tip, &scanner, &mut budget, &mut leaks)?
+            {
+                commits.push(commit);
+            }
+        }
+        let commits: Vec<&str> = commits.iter().map(String::as_str).collect();
+        leaks.extend(crate::objects::scan_commit_metadata(&commits, &scanner)?);
+        let (diff_leaks, stats) = if commits.is_empty() {
+            (Vec::new(), Stats::default())
+        } else {
+            scan_new_commits(&commits, &scanner)?
+        };
+        leaks.extend(diff_leaks);
+        (leaks, stats)
     };
     if !leaks.is_empty() {
         let mut lines = vec![format!(

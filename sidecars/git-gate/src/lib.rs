@@ -19,6 +19,7 @@
 //! | [`hook`] | the pre-receive check: rules, scan, forward to upstream |
 //! | [`rules`] | ref-update policy (deletions, force pushes) |
 //! | [`scan`] | diff parsing and secret scanning of added lines |
+//! | [`objects`] | scanning commit messages and identities, annotated tags, blob and tree refs |
 //! | [`cli`] | `sidecars git-gate` and `sidecars git-gate-hook` |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod credentials;
 pub mod git;
 pub mod hook;
 pub mod mirror;
+pub mod objects;
 pub mod pktline;
 pub mod rules;
 pub mod scan;

@@ -1,0 +1,184 @@
+//! What a push carries besides the added lines of its commits: commit messages and
+//! author/committer identities, annotated tags (tagger and message), and refs that point at a
+//! blob or a tree instead of a commit (a secret can ride in any of them). Each is scanned with
+//! the same scanner as the diff; findings are reported as [`Leak`]s whose `path` names the
+//! place (`(commit message)`, `(author)`, `(tag message)`, or the file of a tree).
+
+use std::process::{Command, Stdio};
+
+use sidecars_common::secrets::Scanner;
+
+use crate::scan::{Leak, MAX_LEAKS};
+
+/// Most bytes of blobs read for one push's blob and tree refs; a larger one is refused.
+pub const MAX_OBJECT_BYTES: usize = 64 << 20;
+
+/// A failure, as lines for the client.
+pub type Refusal = Vec<String>;
+
+fn git_bytes(args: &[&str]) -> Result<Vec<u8>, Refusal> {
+    let out = Command::new("git")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| vec![format!("cannot run git: {e}")])?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(vec![format!(
+            "`git {}` failed: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )])
+    }
+}
+
+fn scan_text(scanner: &Scanner, text: &[u8], object: &str, place: &str, leaks: &mut Vec<Leak>) {
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        for f in scanner.scan_all(line) {
+            if leaks.len() >= MAX_LEAKS {
+                return;
+            }
+            leaks.push(Leak {
+                commit: object.to_string(),
+                path: place.to_string(),
+                line: (i + 1) as u32,
+                rule: f.rule,
+                redacted: f.redacted,
+            });
+        }
+    }
+}
+
+/// The commit `id` peels to (a commit, or tags ending at one); `None` for blobs and trees.
+pub fn peel_commit(id: &str) -> Option<String> {
+    git_bytes(&["rev-parse", "--verify", "-q", &format!("{id}^{{commit}}")])
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The type of object `id` (`commit`, `tag`, `tree`, `blob`).
+pub fn object_type(id: &str) -> Result<String, Refusal> {
+    Ok(
+        String::from_utf8_lossy(&git_bytes(&["cat-file", "-t", id])?)
+            .trim()
+            .to_string(),
+    )
+}
+
+/// Scan the messages and identities of the new commits reachable from `tips` (commit-ish).
+pub fn scan_commit_metadata(tips: &[&str], scanner: &Scanner) -> Result<Vec<Leak>, Refusal> {
+    if tips.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["log", "--format=%H%x1f%an <%ae>%x1f%cn <%ce>%x1f%B%x1e"];
+    args.extend_from_slice(tips);
+    args.extend(["--not", "--all"]);
+    let out = git_bytes(&args)?;
+    let mut leaks = Vec::new();
+    for record in out.split(|b| *b == 0x1e) {
+        let record = record.strip_prefix(b"\n").unwrap_or(record);
+        let mut fields = record.splitn(4, |b| *b == 0x1f);
+        let (Some(id), Some(author), Some(committer), Some(message)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let id = String::from_utf8_lossy(id).to_string();
+        scan_text(scanner, author, &id, "(author)", &mut leaks);
+        scan_text(scanner, committer, &id, "(committer)", &mut leaks);
+        scan_text(scanner, message, &id, "(commit message)", &mut leaks);
+    }
+    Ok(leaks)
+}
+
+/// Scan a pushed ref's target when it is not a commit: an annotated tag's own text (tagger
+/// and message) and what it finally points at, a blob, or every blob of a tree. Returns the
+/// commit the ref peels to, if any, for the commit scan.
+pub fn scan_ref_target(
+    id: &str,
+    scanner: &Scanner,
+    budget: &mut usize,
+    leaks: &mut Vec<Leak>,
+) -> Result<Option<String>, Refusal> {
+    let mut id = id.to_string();
+    // Tags can point at tags: follow them, scanning each (bounded).
+    for _ in 0..16 {
+        match object_type(&id)?.as_str() {
+            "commit" => return Ok(Some(id)),
+            "tag" => {
+                let text = git_bytes(&["cat-file", "tag", &id])?;
+                scan_text(scanner, &text, &id, "(tag message)", leaks);
+                let target = String::from_utf8_lossy(&text)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("object ").map(str::to_string))
+                    .ok_or_else(|| vec![format!("tag {id} names no object")])?;
+                id = target;
+            }
+            "blob" => {
+                scan_blob(&id, &id, "(blob)", scanner, budget, leaks)?;
+                return Ok(None);
+            }
+            "tree" => {
+                let listing = git_bytes(&["ls-tree", "-r", "-z", &id])?;
+                for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+                    // `<mode> <type> <id>\t<path>`
+                    let entry = String::from_utf8_lossy(entry);
+                    let Some((meta, path)) = entry.split_once('\t') else {
+                        continue;
+                    };
+                    let mut parts = meta.split(' ');
+                    if let (Some(_), Some("blob"), Some(blob)) =
+                        (parts.next(), parts.next(), parts.next())
+                    {
+                        scan_blob(blob, &id, path, scanner, budget, leaks)?;
+                    }
+                }
+                return Ok(None);
+            }
+            other => return Err(vec![format!("object {id} has an unknown type {other:?}")]),
+        }
+    }
+    Err(vec![format!("a chain of more than 16 tags at {id}")])
+}
+
+fn scan_blob(
+    blob: &str,
+    object: &str,
+    place: &str,
+    scanner: &Scanner,
+    budget: &mut usize,
+    leaks: &mut Vec<Leak>,
+) -> Result<(), Refusal> {
+    let bytes = git_bytes(&["cat-file", "blob", blob])?;
+    if bytes.len() > *budget {
+        return Err(vec![format!(
+            "the blobs this push points refs at are larger than {MAX_OBJECT_BYTES} bytes: push commits instead"
+        )]);
+    }
+    *budget -= bytes.len();
+    scan_text(scanner, &bytes, object, place, leaks);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidecars_common::secrets::SecretConfig;
+
+    #[test]
+    fn a_token_in_a_message_line_is_a_leak_with_its_line() {
+        let scanner = Scanner::new(&SecretConfig::default()).unwrap();
+        let mut leaks = Vec::new();
+        scan_text(
+            &scanner,
+            b"deploy\n\nkey AKIAZ7QJ4EXAMPLE7KQ2\n",
+            "c0ffee",
+            "(commit message)",
+            &mut leaks,
+        );
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!((leaks[0].line, leaks[0].rule), (3, "aws-access-key"));
+    }
+}
