@@ -633,3 +633,63 @@ fn secrets_in_messages_identities_tags_and_blob_refs_are_refused() {
     assert!(git::rev(&upstream, "refs/tags/v2").is_some());
     assert!(git::rev(&upstream, "refs/tags/v1").is_none());
 }
+
+#[test]
+fn secrets_in_binary_files_and_archives_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let before = git::rev(&upstream, "refs/heads/main");
+    // A binary file (NUL bytes: git calls it binary and the diff shows no lines).
+    let mut blob = vec![0u8, 1, 2, 0, 255];
+    blob.extend_from_slice(format!("\0key={AWS_KEY}\0").as_bytes());
+    std::fs::write(work.join("data.bin"), &blob).unwrap();
+    git::ok(&work, &["add", "data.bin"]);
+    git::ok(&work, &["commit", "-qm", "binary"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(
+        !ok && err.contains("file data.bin: aws-access-key"),
+        "{err}"
+    );
+    assert!(!err.contains(AWS_KEY), "{err}");
+    // A tar.gz whose member holds the key.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    let src = dir.path().join("src/config");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("aws.env"),
+        format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"),
+    )
+    .unwrap();
+    let tgz = work.join("bundle.tgz");
+    let out = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            dir.path().join("src").to_str().unwrap(),
+            "config",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    git::ok(&work, &["add", "bundle.tgz"]);
+    git::ok(&work, &["commit", "-qm", "archive"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(
+        !ok && err.contains("file bundle.tgz!gunzip!config/aws.env: aws-access-key"),
+        "{err}"
+    );
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main"),
+        before,
+        "upstream unchanged"
+    );
+    // A clean binary goes through.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    std::fs::write(work.join("logo.bin"), [0u8, 1, 2, 3, 0, 9, 8]).unwrap();
+    git::ok(&work, &["add", "logo.bin"]);
+    git::ok(&work, &["commit", "-qm", "logo"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(ok, "{err}");
+}

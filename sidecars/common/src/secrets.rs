@@ -422,6 +422,14 @@ impl Scanner {
         self.find(data, false)
     }
 
+    /// The token formats and configured values in `data`, without the generic `key = value`
+    /// shapes: for binary data (a pushed binary file), where those shapes would fire on noise.
+    pub fn scan_specific(&self, data: &[u8]) -> Vec<Finding> {
+        let mut out = self.find_raw(data, false, true);
+        out.sort_by_key(|f| f.offset);
+        out
+    }
+
     /// The names of the rules that fire on one line of text (git-gate reports file, line and
     /// rule). Empty for a clean line.
     pub fn scan_line(&self, line: &[u8]) -> Vec<&'static str> {

@@ -194,6 +194,7 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         }
         let commits: Vec<&str> = commits.iter().map(String::as_str).collect();
         leaks.extend(crate::objects::scan_commit_metadata(&commits, &scanner)?);
+        crate::objects::scan_binaries(&commits, &scanner, &mut budget, &mut leaks)?;
         let (diff_leaks, stats) = if commits.is_empty() {
             (Vec::new(), Stats::default())
         } else {

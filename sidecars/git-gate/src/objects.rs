@@ -10,6 +10,9 @@ use sidecars_common::secrets::Scanner;
 
 use crate::scan::{Leak, MAX_LEAKS};
 
+/// How deep archives inside archives are opened.
+const MAX_ARCHIVE_DEPTH: usize = 3;
+
 /// Most bytes of blobs read for one push's blob and tree refs; a larger one is refused.
 pub const MAX_OBJECT_BYTES: usize = 64 << 20;
 
@@ -159,6 +162,151 @@ fn scan_blob(
     }
     *budget -= bytes.len();
     scan_text(scanner, &bytes, object, place, leaks);
+    Ok(())
+}
+
+/// Scan the binary files the new commits add or change (the diff scan skips them): each as
+/// bytes for token formats and configured values, and gzip and tar archives (nested, to
+/// [`MAX_ARCHIVE_DEPTH`]) member by member. Bounded by `budget` bytes of blobs and of
+/// decompressed data; more is refused naming the limit.
+pub fn scan_binaries(
+    commits: &[&str],
+    scanner: &Scanner,
+    budget: &mut usize,
+    leaks: &mut Vec<Leak>,
+) -> Result<(), Refusal> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec![
+        "-c",
+        "core.quotePath=false",
+        "log",
+        "--format=%x01%H",
+        "--numstat",
+        "--cc",
+        "--no-renames",
+        "-z",
+    ];
+    args.extend_from_slice(commits);
+    args.extend(["--not", "--all"]);
+    let out = git_bytes(&args)?;
+    let mut commit = String::new();
+    let mut seen = std::collections::HashSet::new();
+    for field in out.split(|b| *b == 0) {
+        let field = String::from_utf8_lossy(field);
+        let mut rest = field.as_ref();
+        if let Some(at) = rest.find('\u{1}') {
+            let after = &rest[at + 1..];
+            let (id, tail) = after.split_at(after.find('\n').unwrap_or(after.len()));
+            commit = id.to_string();
+            rest = tail.trim_start_matches('\n');
+        }
+        // `-\t-\tpath`: git's verdict "binary".
+        let Some(path) = rest.trim_start_matches('\n').strip_prefix("-\t-\t") else {
+            continue;
+        };
+        let Ok(blob) = git_bytes(&["rev-parse", "--verify", "-q", &format!("{commit}:{path}")])
+        else {
+            continue; // deleted in this commit: nothing to scan
+        };
+        let blob = String::from_utf8_lossy(&blob).trim().to_string();
+        if !seen.insert(blob.clone()) {
+            continue;
+        }
+        let bytes = git_bytes(&["cat-file", "blob", &blob])?;
+        take(budget, bytes.len())?;
+        scan_bytes(scanner, &bytes, &commit, path, 0, budget, leaks)?;
+        if leaks.len() >= MAX_LEAKS {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn take(budget: &mut usize, n: usize) -> Result<(), Refusal> {
+    if n > *budget {
+        return Err(vec![format!(
+            "the push's binary files and archives hold more than {MAX_OBJECT_BYTES} bytes to scan: push smaller changes"
+        )]);
+    }
+    *budget -= n;
+    Ok(())
+}
+
+/// Scan `bytes` (the file `place` of `commit`): an archive member by member, anything else as
+/// bytes.
+fn scan_bytes(
+    scanner: &Scanner,
+    bytes: &[u8],
+    commit: &str,
+    place: &str,
+    depth: usize,
+    budget: &mut usize,
+    leaks: &mut Vec<Leak>,
+) -> Result<(), Refusal> {
+    use std::io::Read;
+    if depth < MAX_ARCHIVE_DEPTH && bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        let limit = (*budget as u64).saturating_add(1);
+        let read = flate2::read::MultiGzDecoder::new(bytes)
+            .take(limit)
+            .read_to_end(&mut out);
+        if read.is_ok() {
+            take(budget, out.len())?;
+            return scan_bytes(
+                scanner,
+                &out,
+                commit,
+                &format!("{place}!gunzip"),
+                depth + 1,
+                budget,
+                leaks,
+            );
+        }
+    }
+    if depth < MAX_ARCHIVE_DEPTH && bytes.len() > 262 && &bytes[257..262] == b"ustar" {
+        let mut archive = tar::Archive::new(bytes);
+        if let Ok(entries) = archive.entries() {
+            for entry in entries.flatten() {
+                let mut entry = entry;
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                let name = entry
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                let size = entry.header().size().unwrap_or(0) as usize;
+                take(budget, size)?;
+                let mut member = Vec::with_capacity(size.min(1 << 20));
+                if entry.read_to_end(&mut member).is_ok() {
+                    scan_bytes(
+                        scanner,
+                        &member,
+                        commit,
+                        &format!("{place}!{name}"),
+                        depth + 1,
+                        budget,
+                        leaks,
+                    )?;
+                }
+            }
+            return Ok(());
+        }
+    }
+    for f in scanner.scan_specific(bytes) {
+        if leaks.len() >= MAX_LEAKS {
+            break;
+        }
+        leaks.push(Leak {
+            commit: commit.to_string(),
+            path: place.to_string(),
+            line: 0,
+            rule: f.rule,
+            redacted: f.redacted,
+        });
+    }
     Ok(())
 }
 

@@ -35,15 +35,21 @@ pub struct Leak {
 
 impl std::fmt::Display for Leak {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "commit {} file {} line {}: {} ({})",
-            &self.commit[..self.commit.len().min(12)],
-            self.path,
-            self.line,
-            self.rule,
-            self.redacted
-        )
+        let commit = &self.commit[..self.commit.len().min(12)];
+        if self.line == 0 {
+            // A binary file or an archive member: no lines.
+            write!(
+                f,
+                "commit {commit} file {}: {} ({})",
+                self.path, self.rule, self.redacted
+            )
+        } else {
+            write!(
+                f,
+                "commit {commit} file {} line {}: {} ({})",
+                self.path, self.line, self.rule, self.redacted
+            )
+        }
     }
 }
 
