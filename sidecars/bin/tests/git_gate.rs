@@ -693,3 +693,54 @@ fn secrets_in_binary_files_and_archives_are_refused() {
     let (ok, err) = push(&work, &["origin", "main"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn pushes_over_the_size_limits_are_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(
+        dir.path(),
+        json!({"max_file_bytes": 1000, "max_push_bytes": 8000}),
+    );
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    let before = git::rev(&upstream, "refs/heads/main");
+    // One file over max_file_bytes.
+    git::commit_file(&work, "big.txt", &"x".repeat(2000), "big");
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(
+        !ok && err
+            .contains("file big.txt is 2000 bytes, over this repository's max_file_bytes (1000)"),
+        "{err}"
+    );
+    // Many files under it, together over max_push_bytes (incompressible content).
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..20 {
+        let bytes: Vec<u8> = (0..900)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                b'a' + (seed % 26) as u8
+            })
+            .collect();
+        std::fs::write(work.join(format!("f{i}.txt")), bytes).unwrap();
+    }
+    git::ok(&work, &["add", "."]);
+    git::ok(&work, &["commit", "-qm", "many"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok && err.contains("over max_push_bytes (8000)"), "{err}");
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main"),
+        before,
+        "upstream unchanged"
+    );
+    // A small push still lands.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    let small = git::commit_file(&work, "small.txt", "ok\n", "small");
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main").as_deref(),
+        Some(small.as_str())
+    );
+}

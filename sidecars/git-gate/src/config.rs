@@ -29,6 +29,10 @@ pub struct Config {
     pub hook_program: Option<PathBuf>,
     /// Longest a single upstream fetch or push may take, in seconds.
     pub upstream_timeout_s: u64,
+    /// Largest push accepted: the total size of the objects it brings (as git stores them).
+    pub max_push_bytes: u64,
+    /// Largest file (blob) a push may bring.
+    pub max_file_bytes: u64,
     /// Directory holding the `pre-receive` hook every push runs (`core.hooksPath`, passed on
     /// receive-pack's command line). In the image it is read-only: no process can rewrite it.
     pub hooks_dir: PathBuf,
@@ -48,6 +52,8 @@ impl Default for Config {
             max_connections: 64,
             hook_program: None,
             upstream_timeout_s: 300,
+            max_push_bytes: 512 << 20,
+            max_file_bytes: 50 << 20,
             hooks_dir: PathBuf::from(DEFAULT_HOOKS_DIR),
         }
     }
@@ -171,6 +177,9 @@ impl Validate for Config {
         }
         if self.max_connections == 0 {
             p.push("max_connections: must be at least 1".into());
+        }
+        if self.max_push_bytes == 0 || self.max_file_bytes == 0 {
+            p.push("max_push_bytes/max_file_bytes: must be at least 1".into());
         }
         if self.upstream_timeout_s == 0 {
             p.push("upstream_timeout_s: must be at least 1".into());

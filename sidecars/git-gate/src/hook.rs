@@ -42,6 +42,12 @@ pub struct HookSettings {
     /// Path globs no new commit may add, change or delete (the repository's `deny_paths`).
     #[serde(default)]
     pub deny_paths: Vec<String>,
+    /// Largest push (objects brought, in bytes); 0 = no limit.
+    #[serde(default)]
+    pub max_push_bytes: u64,
+    /// Largest file a push may bring, in bytes; 0 = no limit.
+    #[serde(default)]
+    pub max_file_bytes: u64,
 }
 
 /// A refusal or failure, as lines for the client.
@@ -152,7 +158,12 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         .map(|u| u.new.as_str())
         .collect();
 
-    // 2. Path policy: no new commit touches a denied path.
+    // 2. Size limits, before anything is read for scanning.
+    if !tips.is_empty() {
+        crate::objects::check_sizes(&tips, settings.max_push_bytes, settings.max_file_bytes)?;
+    }
+
+    // 2b. Path policy: no new commit touches a denied path.
     let commitish: Vec<String> = tips
         .iter()
         .filter_map(|t| crate::objects::peel_commit(t))

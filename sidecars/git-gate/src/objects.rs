@@ -165,6 +165,66 @@ fn scan_blob(
     Ok(())
 }
 
+/// Refuse a push whose new objects (everything reachable from `tips` that the mirror does not
+/// have) add up to more than `max_push` bytes, or that brings a file over `max_file` bytes,
+/// naming the limit and the file. 0 disables a limit.
+pub fn check_sizes(tips: &[&str], max_push: u64, max_file: u64) -> Result<(), Refusal> {
+    if max_push == 0 && max_file == 0 {
+        return Ok(());
+    }
+    let fail = |what: &str, e: std::io::Error| vec![format!("cannot {what}: {e}")];
+    let mut list = Command::new("git")
+        .args(["rev-list", "--objects"])
+        .args(tips)
+        .args(["--not", "--all"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| fail("list the pushed objects", e))?;
+    let objects = list
+        .stdout
+        .take()
+        .ok_or_else(|| vec!["rev-list has no stdout".to_string()])?;
+    let sizes = Command::new("git")
+        .args([
+            "cat-file",
+            "--batch-check=%(objecttype) %(objectsize:disk) %(objectsize) %(rest)",
+        ])
+        .stdin(Stdio::from(objects))
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| fail("size the pushed objects", e))?;
+    let _ = list.wait();
+    let mut total: u64 = 0;
+    let mut refusals = Vec::new();
+    for line in String::from_utf8_lossy(&sizes.stdout).lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (Some(kind), Some(disk), Some(size)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = parts.next().unwrap_or("");
+        let (disk, size): (u64, u64) = (disk.parse().unwrap_or(0), size.parse().unwrap_or(0));
+        total = total.saturating_add(disk);
+        if kind == "blob" && max_file > 0 && size > max_file && refusals.len() < 20 {
+            refusals.push(format!(
+                "file {path} is {size} bytes, over this repository's max_file_bytes ({max_file})"
+            ));
+        }
+    }
+    if max_push > 0 && total > max_push {
+        refusals.push(format!(
+            "the push brings {total} bytes of objects, over max_push_bytes ({max_push}): push in smaller parts"
+        ));
+    }
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(refusals)
+    }
+}
+
 /// Scan the binary files the new commits add or change (the diff scan skips them): each as
 /// bytes for token formats and configured values, and gzip and tar archives (nested, to
 /// [`MAX_ARCHIVE_DEPTH`]) member by member. Bounded by `budget` bytes of blobs and of

@@ -143,6 +143,8 @@ fn hook_env(mirror: &Mirror, state: &State) -> Vec<(OsString, OsString)> {
             .collect(),
         upstream_timeout_s: state.config.upstream_timeout_s,
         deny_paths: mirror.repo.deny_paths(),
+        max_push_bytes: state.config.max_push_bytes,
+        max_file_bytes: state.config.max_file_bytes,
     };
     vec![
         (
