@@ -267,6 +267,25 @@ impl Bottle {
         format!("bot-bottle-sidecars-{}", self.slug)
     }
 
+    /// Name of the bottle's egress network (where the sidecars reach the world; the test's
+    /// own servers join it to be reachable by name).
+    pub fn egress_network(&self) -> String {
+        run(
+            "docker",
+            &[
+                "inspect",
+                "-f",
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                &self.sidecars(),
+            ],
+        )
+        .stdout
+        .split_whitespace()
+        .find(|n| n.ends_with("-egress"))
+        .expect("the sidecars container is on the egress network")
+        .to_string()
+    }
+
     /// Name of the agent container.
     pub fn agent(&self) -> String {
         format!("bot-bottle-agent-{}", self.slug)
@@ -497,4 +516,74 @@ pub fn start_git_world(dir: &Path) -> (HostServer, u16) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     (HostServer(child), port)
+}
+
+/// A certificate for `san` (`DNS:name` or `IP:addr`) signed by the CA `ca_crt`/`ca_key`, made
+/// with openssl in `dir`: (leaf.crt, leaf.key).
+pub fn sign_leaf(ca_crt: &Path, ca_key: &Path, san: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    let (key, csr, crt, ext) = (
+        dir.join("leaf.key"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.crt"),
+        dir.join("leaf-ext.cnf"),
+    );
+    std::fs::write(&ext, format!("subjectAltName={san}\n")).expect("ext");
+    let s = |p: &Path| p.display().to_string();
+    let openssl = |args: &[&str]| run("openssl", args).ok("openssl");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=leaf",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(ca_crt),
+        "-CAkey",
+        &s(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&crt),
+    ]);
+    (crt, key)
+}
+
+/// A self-signed CA named `cn`, made with openssl in `dir`: (ca.crt, ca.key).
+pub fn make_ca(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &crt.display().to_string(),
+        ],
+    )
+    .ok("openssl");
+    (crt, key)
 }

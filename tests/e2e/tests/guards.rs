@@ -78,20 +78,7 @@ command = ["sleep", "infinity"]
     // and the agent can't, except through the proxy chain.
     let world_name = format!("e2e-world-{}", b.slug);
     let _ = run("docker", &["rm", "-f", &world_name]);
-    let egress_net = run(
-        "docker",
-        &[
-            "inspect",
-            "-f",
-            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-            &b.sidecars(),
-        ],
-    )
-    .stdout
-    .split_whitespace()
-    .find(|n| n.ends_with("-egress"))
-    .expect("the sidecars container is on the egress network")
-    .to_string();
+    let egress_net = b.egress_network();
     run(
         "docker",
         &[

@@ -5,62 +5,7 @@
 //! `upstream_roots`. The upstream is an HTTPS server container of the test's own on the
 //! bottle's egress network, with a certificate from a CA the test makes with openssl.
 
-use std::path::Path;
-
 use e2e::{require_docker, root_credential, run, wait_until, Bottle, WorldContainer};
-
-/// A CA and a leaf for `name` signed by it, written into `dir`: (ca.crt, leaf.crt, leaf.key).
-fn ca_and_leaf(dir: &Path, name: &str) -> (String, String, String) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    let openssl = |args: &[&str]| run("openssl", args).ok("openssl");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=e2e private root",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.crt"),
-    ]);
-    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).expect("ext");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &format!("/CN={name}"),
-        "-keyout",
-        &p("leaf.key"),
-        "-out",
-        &p("leaf.csr"),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("leaf.csr"),
-        "-CA",
-        &p("ca.crt"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("ext.cnf"),
-        "-out",
-        &p("leaf.crt"),
-    ]);
-    (p("ca.crt"), p("leaf.crt"), p("leaf.key"))
-}
 
 /// The upstream: answers every GET with `hello over tls` and every POST with
 /// `got N bytes`; logs each request line to stdout (the test reads `docker logs`).
@@ -88,7 +33,8 @@ fn https_to_a_named_host_is_decrypted_scanned_and_verified_against_the_private_r
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let name = "world-tls";
-    let (ca, _, _) = ca_and_leaf(dir.path(), name);
+    let (ca, ca_key) = e2e::make_ca(dir.path(), "e2e private root");
+    e2e::sign_leaf(&ca, &ca_key, &format!("DNS:{name}"), dir.path());
     let ca_pem = std::fs::read_to_string(&ca).expect("ca.crt");
     let root = root_credential(dir.path(), "world-root.pem", ca_pem.trim_end());
     let manifest = format!(
@@ -112,20 +58,7 @@ command = ["sleep", "infinity"]
         root = root.display()
     );
     let b = Bottle::up("https", &manifest);
-    let egress_net = run(
-        "docker",
-        &[
-            "inspect",
-            "-f",
-            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-            &b.sidecars(),
-        ],
-    )
-    .stdout
-    .split_whitespace()
-    .find(|n| n.ends_with("-egress"))
-    .expect("the sidecars container is on the egress network")
-    .to_string();
+    let egress_net = b.egress_network();
     let world = format!("e2e-{name}-{}", b.slug);
     let _ = run("docker", &["rm", "-f", &world]);
     run(

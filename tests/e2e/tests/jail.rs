@@ -88,43 +88,7 @@ fn cert_signed_by_the_bottle_ca(
     };
     let ca_key = find("ca.key", "secrets");
     let ca_crt = find("ca.crt", "ca");
-    let key = dir.join("world.key");
-    let csr = dir.join("world.csr");
-    let crt = dir.join("world.crt");
-    let ext = dir.join("ext.cnf");
-    std::fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).expect("ext");
-    let openssl = |args: &[&str]| e2e::run("openssl", args).ok("openssl");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=world",
-        "-keyout",
-        &key.display().to_string(),
-        "-out",
-        &csr.display().to_string(),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr.display().to_string(),
-        "-CA",
-        &ca_crt.display().to_string(),
-        "-CAkey",
-        &ca_key.display().to_string(),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &ext.display().to_string(),
-        "-out",
-        &crt.display().to_string(),
-    ]);
-    (crt, key)
+    e2e::sign_leaf(&ca_crt, &ca_key, &format!("IP:{ip}"), dir)
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
