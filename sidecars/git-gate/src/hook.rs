@@ -92,19 +92,7 @@ fn git(args: &[&str]) -> Command {
 }
 
 fn git_ok(args: &[&str]) -> Result<String, Refusal> {
-    let out = git(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| vec![format!("cannot run git: {e}")])?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(vec![format!(
-            "`git {}` failed: {}",
-            args[0],
-            String::from_utf8_lossy(&out.stderr).trim()
-        )])
-    }
+    crate::objects::git_bytes(args).map(|out| String::from_utf8_lossy(&out).trim().to_string())
 }
 
 /// The whole check for the updates read from `input`. `Ok` lines are informational.
@@ -195,21 +183,17 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
         let scanner = scanner(settings)?;
         let mut leaks = Vec::new();
         let mut budget = crate::objects::MAX_OBJECT_BYTES;
-        let mut commits = Vec::new();
         for tip in &tips {
-            if let Some(commit) =
-                crate::objects::scan_ref_target(tip, &scanner, &mut budget, &mut leaks)?
-            {
-                commits.push(commit);
-            }
+            crate::objects::scan_ref_target(tip, &scanner, &mut budget, &mut leaks)?;
         }
-        let commits: Vec<&str> = commits.iter().map(String::as_str).collect();
-        leaks.extend(crate::objects::scan_commit_metadata(&commits, &scanner)?);
-        crate::objects::scan_binaries(&commits, &scanner, &mut budget, &mut leaks)?;
+        // The commits the refs peel to, as the path policy saw them.
+        let commits = &commitish;
+        leaks.extend(crate::objects::scan_commit_metadata(commits, &scanner)?);
+        crate::objects::scan_binaries(commits, &scanner, &mut budget, &mut leaks)?;
         let (diff_leaks, stats) = if commits.is_empty() {
             (Vec::new(), Stats::default())
         } else {
-            scan_new_commits(&commits, &scanner)?
+            scan_new_commits(commits, &scanner)?
         };
         leaks.extend(diff_leaks);
         (leaks, stats)

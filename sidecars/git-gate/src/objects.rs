@@ -19,7 +19,8 @@ pub const MAX_OBJECT_BYTES: usize = 64 << 20;
 /// A failure, as lines for the client.
 pub type Refusal = Vec<String>;
 
-fn git_bytes(args: &[&str]) -> Result<Vec<u8>, Refusal> {
+/// Run `git ARGS`; its stdout, or the failure as lines for the client.
+pub(crate) fn git_bytes(args: &[&str]) -> Result<Vec<u8>, Refusal> {
     let out = Command::new("git")
         .args(args)
         .stdin(Stdio::null())
@@ -97,19 +98,19 @@ pub fn scan_commit_metadata(tips: &[&str], scanner: &Scanner) -> Result<Vec<Leak
 }
 
 /// Scan a pushed ref's target when it is not a commit: an annotated tag's own text (tagger
-/// and message) and what it finally points at, a blob, or every blob of a tree. Returns the
-/// commit the ref peels to, if any, for the commit scan.
+/// and message) and what it finally points at, a blob, or every blob of a tree. Commits are
+/// the commit scan's ([`peel_commit`] finds them).
 pub fn scan_ref_target(
     id: &str,
     scanner: &Scanner,
     budget: &mut usize,
     leaks: &mut Vec<Leak>,
-) -> Result<Option<String>, Refusal> {
+) -> Result<(), Refusal> {
     let mut id = id.to_string();
     // Tags can point at tags: follow them, scanning each (bounded).
     for _ in 0..16 {
         match object_type(&id)?.as_str() {
-            "commit" => return Ok(Some(id)),
+            "commit" => return Ok(()),
             "tag" => {
                 let text = git_bytes(&["cat-file", "tag", &id])?;
                 scan_text(scanner, &text, &id, "(tag message)", leaks);
@@ -120,8 +121,7 @@ pub fn scan_ref_target(
                 id = target;
             }
             "blob" => {
-                scan_blob(&id, &id, "(blob)", scanner, budget, leaks)?;
-                return Ok(None);
+                return scan_blob(&id, &id, "(blob)", scanner, budget, leaks);
             }
             "tree" => {
                 let listing = git_bytes(&["ls-tree", "-r", "-z", &id])?;
@@ -138,7 +138,7 @@ pub fn scan_ref_target(
                         scan_blob(blob, &id, path, scanner, budget, leaks)?;
                     }
                 }
-                return Ok(None);
+                return Ok(());
             }
             other => return Err(vec![format!("object {id} has an unknown type {other:?}")]),
         }
