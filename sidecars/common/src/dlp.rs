@@ -4,9 +4,9 @@
 //! percent-escapes or HTTP Basic credentials, decoded too, so `ghp_%41…` or
 //! `Basic base64(user:token)` are caught. A hit says which rule fired and where, never the value.
 
-use crate::secrets::{percent_decode, Scanner};
 use base64::Engine;
 use http::{HeaderMap, Uri};
+use scanner::{percent_decode, Scanner};
 
 /// A secret found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::SecretConfig;
+    use scanner::SecretConfig;
 
     #[test]
     fn locations() {

@@ -16,8 +16,6 @@
 //! | [`error`] | the JSON error body `{"error","message","request_id"}` every daemon answers with |
 //! | [`daemon`] | `daemon_main`: the shared `main` of a daemon (logging, config, runtime, exit codes) |
 //! | [`ssrf`] | the address policy both proxies apply: odd IPv4 spellings, forbidden ranges, checked resolution |
-//! | [`encodings`] | base64 / hex / percent-encoded views of a buffer (nested, bounded) for the scanner |
-//! | [`secrets`] | the secret/DLP scanner (token formats, configured values in any encoding); pipelock, egress and git-gate |
 //! | [`dlp`] | DLP over a request's target, headers and body; where a secret was found (pipelock, egress) |
 //! | [`proxy`] | forward-proxy plumbing shared by pipelock and egress: targets, hop-by-hop headers, tunnels |
 //! | [`kill_switch`] | the operator's kill switch both proxies obey: a file read at start and on SIGUSR1 |
@@ -31,7 +29,6 @@ pub mod body;
 pub mod config;
 pub mod daemon;
 pub mod dlp;
-pub mod encodings;
 pub mod error;
 pub mod http;
 pub mod kill_switch;
@@ -39,7 +36,6 @@ pub mod logging;
 pub mod mcp;
 pub mod proxy;
 pub mod random;
-pub mod secrets;
 pub mod shutdown;
 pub mod splice;
 pub mod ssrf;

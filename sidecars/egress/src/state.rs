@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use rustls::{ClientConfig, RootCertStore};
+use scanner::{values_from_text, Scanner, SecretConfig};
 use sidecars_common::proxy::{DirectClient, TunnelLimits};
-use sidecars_common::secrets::{values_from_text, Scanner, SecretConfig};
 use sidecars_common::ssrf::{normalize_host, AddressPolicy, IpNet};
 
 use crate::ca::Ca;

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use git_gate::scan::scan_diff;
-use sidecars_common::secrets::{Scanner, SecretConfig};
+use scanner::{Scanner, SecretConfig};
 
 fn main() {
     let path = std::env::args()

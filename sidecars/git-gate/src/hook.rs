@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use scanner::{values_from_text, Scanner, SecretConfig};
 use serde::{Deserialize, Serialize};
-use sidecars_common::secrets::{values_from_text, Scanner, SecretConfig};
 
 use crate::credentials::upstream_env;
 use crate::rules::{Policy, RefUpdate};

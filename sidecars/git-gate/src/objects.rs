@@ -6,7 +6,7 @@
 
 use std::process::{Command, Stdio};
 
-use sidecars_common::secrets::Scanner;
+use scanner::Scanner;
 
 use crate::scan::{Leak, MAX_LEAKS};
 
@@ -373,7 +373,7 @@ fn scan_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sidecars_common::secrets::SecretConfig;
+    use scanner::SecretConfig;
 
     #[test]
     fn a_token_in_a_message_line_is_a_leak_with_its_line() {

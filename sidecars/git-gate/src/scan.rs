@@ -1,5 +1,5 @@
 //! Finding secrets in the lines a push adds: parse `git diff-tree --stdin -p --cc` output and
-//! run the shared scanner ([`sidecars_common::secrets::Scanner`]) over every added line.
+//! run the shared scanner ([`scanner::Scanner`]) over every added line.
 //!
 //! Added lines are batched into one buffer (with a side table of commit/file/line per line)
 //! and scanned in large chunks, so the scanner's per-call setup is paid per megabyte, not per
@@ -11,7 +11,7 @@
 
 use std::io::BufRead;
 
-use sidecars_common::secrets::Scanner;
+use scanner::Scanner;
 
 /// Flush the batch to the scanner once it holds this many bytes.
 const BATCH_BYTES: usize = 4 << 20;
@@ -294,7 +294,7 @@ pub fn scan_diff<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sidecars_common::secrets::SecretConfig;
+    use scanner::SecretConfig;
 
     const AWS: &str = "AKIAIOSFODNN7EXAMPLQ";
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use scanner::{values_from_text, Scanner, SecretConfig};
 use sidecars_common::proxy::TunnelLimits;
-use sidecars_common::secrets::{values_from_text, Scanner, SecretConfig};
 use sidecars_common::ssrf::AddressPolicy;
 
 use crate::config::Config;
@@ -103,7 +103,7 @@ pub enum PolicyError {
     },
     /// The scanner failed to build.
     #[error(transparent)]
-    Scanner(#[from] sidecars_common::secrets::ScannerError),
+    Scanner(#[from] scanner::ScannerError),
     /// A host pattern is invalid (normally caught by validation).
     #[error("{0}")]
     Pattern(String),

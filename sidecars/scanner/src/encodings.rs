@@ -8,8 +8,6 @@
 
 use base64::Engine;
 
-use crate::secrets::hex_val;
-
 /// How many decodings may nest (base64 of hex of a percent-encoded token is 3).
 pub const MAX_DEPTH: usize = 3;
 /// Shortest base64 run worth decoding: 24 characters are 18 bytes, below every token format
@@ -42,7 +40,7 @@ pub fn views(data: &[u8], budget: &mut usize) -> Vec<View> {
         }
     };
     if has_percent_escape(data) {
-        let bytes = crate::secrets::percent_decode(data);
+        let bytes = percent_decode(data);
         push(
             View {
                 offset: 0,
@@ -176,6 +174,34 @@ fn hex_runs(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
     out
 }
 
+/// Percent-decode `data` (`+` is left alone); used to scan URLs in the form servers read them.
+pub fn percent_decode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'%' && i + 2 < data.len() {
+            if let (Some(h), Some(l)) = (hex_val(data[i + 1]), hex_val(data[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}
+
+/// One hex digit's value (either case).
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +238,10 @@ mod tests {
         let mut budget = 1000;
         assert_eq!(views(blob.as_bytes(), &mut budget).len(), 1);
         assert_eq!(budget, 700);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"a%41%4a%zz%4"), b"aAJ%zz%4");
     }
 }

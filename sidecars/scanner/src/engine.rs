@@ -1,29 +1,18 @@
-//! The secret (DLP) scanner shared by pipelock (HTTP requests) and git-gate (pushed content).
-//!
-//! Two kinds of secret are found:
-//! - **known token formats** ([`RULES`]: AWS keys, GitHub/GitLab/Slack tokens, private-key
-//!   blocks, JWTs, cloud API keys, and `key=`/`token=`/`secret=`/`password=` assignments whose
-//!   value has high Shannon entropy);
-//! - **configured values** (the contents of files that must never leave, see
-//!   [`values_from_text`]) in raw, base64 (standard and URL-safe, any alignment), base32,
-//!   hex (either case) and URL-encoded form.
-//!
-//! Speed matters (git-gate scans whole pushes; the goal is ≥ 100 MB/s on one core), so no
-//! per-pattern loop runs over clean input: one Aho-Corasick pass over each rule's literal
-//! anchors (`AKIA`, `ghp_`, `-----BEGIN`, …) decides which rules can match at all, and only
-//! those rules' regexes run. Configured values are one more Aho-Corasick automaton.
-//!
-//! A [`Finding`] names the rule and the offset, and carries a redacted excerpt only (at most
-//! the well-known prefix of the token, e.g. `ghp_…(40 chars)`): findings are logged and shown
-//! to people, so they never contain the secret.
+//! The matching engine: compiles [`crate::rules::RULES`] and the configured values once, then
+//! scans buffers — one Aho-Corasick pass over the rules' anchors picks the regexes worth
+//! running, one more automaton finds configured values, and encoded runs are decoded
+//! ([`crate::encodings`]) and scanned again, nested and within a budget.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 
+use crate::literals::encodings;
+use crate::rules::{benign_key, is_generic, Check, Rule, RULES};
+
 /// Knobs of a [`Scanner`]. `Default` gives the built-in rules and no configured values.
 #[derive(Debug, Clone)]
 pub struct SecretConfig {
-    /// Values that must never leave, e.g. from [`values_from_text`]. Values shorter than
+    /// Values that must never leave, e.g. from [`crate::literals::values_from_text`]. Values shorter than
     /// `min_value_len` are ignored (too many false positives).
     pub values: Vec<String>,
     /// Minimum length of a configured value that is searched for.
@@ -70,267 +59,6 @@ impl std::fmt::Display for Finding {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the secret scanner: {0}")]
 pub struct ScannerError(String);
-
-/// What extra check a rule's match must pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// The regex alone decides.
-    None,
-    /// Capture group 1 must have Shannon entropy ≥ the threshold and mix letters and digits.
-    Entropy,
-}
-
-/// A built-in rule: its name, literal anchors (case-insensitive; one must occur for the regex
-/// to be tried), the regex, the extra check and how many leading characters are safe to show.
-#[derive(Debug)]
-pub struct Rule {
-    /// Stable name, used in denial messages and logs.
-    pub name: &'static str,
-    anchors: &'static [&'static str],
-    pattern: &'static str,
-    check: Check,
-    show_prefix: usize,
-}
-
-macro_rules! rule {
-    ($name:literal, [$($a:literal),+], $pat:literal, $show:literal) => {
-        Rule { name: $name, anchors: &[$($a),+], pattern: $pat, check: Check::None, show_prefix: $show }
-    };
-    ($name:literal, [$($a:literal),+], $pat:literal, $show:literal, entropy) => {
-        Rule { name: $name, anchors: &[$($a),+], pattern: $pat, check: Check::Entropy, show_prefix: $show }
-    };
-}
-
-/// The built-in token formats. Regexes are byte regexes with Unicode off (ASCII classes).
-pub static RULES: &[Rule] = &[
-    rule!(
-        "aws-access-key",
-        ["AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA"],
-        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
-        4
-    ),
-    rule!(
-        "aws-secret-key",
-        ["aws"],
-        r#"(?i)aws_?(?:secret_?access_?key|secret_?key|secret)["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}\b"#,
-        0
-    ),
-    rule!(
-        "github-token",
-        ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
-        r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b",
-        4
-    ),
-    rule!(
-        "github-fine-grained-token",
-        ["github_pat_"],
-        r"\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b",
-        11
-    ),
-    rule!(
-        "gitlab-token",
-        ["glpat-", "gldt-", "glptt-", "glrt-", "gloas-", "glcbt-"],
-        r"\b(?:glpat|gldt|glptt|glrt|gloas|glcbt)-[A-Za-z0-9_\-]{20,64}",
-        6
-    ),
-    rule!(
-        "slack-token",
-        ["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe"],
-        r"\bxox(?:[abprs]|e(?:\.xox[bp])?)-[A-Za-z0-9\-]{10,250}",
-        5
-    ),
-    rule!(
-        "slack-webhook",
-        ["hooks.slack.com"],
-        r"hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/]{20,}",
-        15
-    ),
-    rule!(
-        "private-key",
-        ["PRIVATE KEY"],
-        r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----",
-        10
-    ),
-    rule!(
-        "jwt",
-        ["eyJ"],
-        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}",
-        3
-    ),
-    rule!(
-        "stripe-key",
-        ["sk_live_", "rk_live_", "sk_test_", "rk_test_"],
-        r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{20,247}\b",
-        8
-    ),
-    rule!("google-api-key", ["AIza"], r"\bAIza[0-9A-Za-z_\-]{35}", 4),
-    rule!(
-        "google-oauth-secret",
-        ["GOCSPX-"],
-        r"\bGOCSPX-[A-Za-z0-9_\-]{28}",
-        7
-    ),
-    rule!(
-        "gcp-service-account",
-        ["service_account"],
-        r#""type"\s*:\s*"service_account""#,
-        0
-    ),
-    rule!(
-        "openai-key",
-        ["sk-"],
-        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,}",
-        3
-    ),
-    rule!(
-        "anthropic-key",
-        ["sk-ant-"],
-        r"\bsk-ant-(?:api|admin|oat)\d{2}-[A-Za-z0-9_\-]{80,120}",
-        7
-    ),
-    rule!("huggingface-token", ["hf_"], r"\bhf_[A-Za-z]{34,40}\b", 3),
-    rule!("npm-token", ["npm_"], r"\bnpm_[A-Za-z0-9]{36}\b", 4),
-    rule!(
-        "pypi-token",
-        ["pypi-AgE"],
-        r"\bpypi-AgE[A-Za-z0-9_\-]{50,}",
-        5
-    ),
-    rule!(
-        "rubygems-token",
-        ["rubygems_"],
-        r"\brubygems_[a-f0-9]{48}\b",
-        9
-    ),
-    rule!(
-        "docker-hub-token",
-        ["dckr_pat_"],
-        r"\bdckr_pat_[A-Za-z0-9_\-]{27}",
-        9
-    ),
-    rule!(
-        "sendgrid-key",
-        ["SG."],
-        r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b",
-        3
-    ),
-    rule!("twilio-key", ["SK"], r"\bSK[0-9a-f]{32}\b", 2),
-    rule!("mailgun-key", ["key-"], r"\bkey-[0-9a-f]{32}\b", 4),
-    rule!(
-        "mailchimp-key",
-        ["-us"],
-        r"\b[0-9a-f]{32}-us[0-9]{1,2}\b",
-        0
-    ),
-    rule!(
-        "digitalocean-token",
-        ["dop_v1_", "doo_v1_", "dor_v1_"],
-        r"\bdo[opr]_v1_[a-f0-9]{64}\b",
-        7
-    ),
-    rule!(
-        "shopify-token",
-        ["shpat_", "shpca_", "shppa_", "shpss_"],
-        r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b",
-        6
-    ),
-    rule!(
-        "square-token",
-        ["sq0atp-", "sq0csp-", "EAAA"],
-        r"\b(?:sq0(?:atp|csp)-[0-9A-Za-z_\-]{22,43}|EAAA[A-Za-z0-9_\-]{60})\b",
-        6
-    ),
-    rule!(
-        "azure-storage-key",
-        ["AccountKey="],
-        r"AccountKey=[A-Za-z0-9+/]{86}==",
-        11
-    ),
-    rule!(
-        "databricks-token",
-        ["dapi"],
-        r"\bdapi[a-f0-9]{32}(?:-\d)?\b",
-        4
-    ),
-    rule!(
-        "hashicorp-token",
-        ["hvs.", "hvb.", ".atlasv1."],
-        r"\b(?:hv[sb]\.[A-Za-z0-9_\-]{24,}|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-]{60,})",
-        4
-    ),
-    rule!(
-        "linear-key",
-        ["lin_api_"],
-        r"\blin_api_[A-Za-z0-9]{40}\b",
-        8
-    ),
-    rule!(
-        "telegram-bot-token",
-        [":AA"],
-        r"\b[0-9]{8,10}:AA[0-9A-Za-z_\-]{33}\b",
-        0
-    ),
-    rule!(
-        "discord-webhook",
-        ["discord.com/api/webhooks", "discordapp.com/api/webhooks"],
-        r"discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_\-]{60,}",
-        0
-    ),
-    rule!(
-        "url-credentials",
-        ["://"],
-        r"\b[a-z][a-z0-9+.\-]{1,20}://[^/\s:@]{1,64}:[^/\s:@]{6,128}@[A-Za-z0-9.\-]",
-        0,
-        entropy
-    ),
-    // An identifier ending in a credential word, an assignment, a value. The word starts the
-    // identifier, follows a `_`/`-`/`.` part (`DB_PASSWORD`, `app.secret`), or starts a camelCase
-    // hump (`dbPassword`, `myServiceToken`); the assignment is `=`, `:`, `:=`, `=>`, a closing
-    // `>` (`<apiToken>…`) or a `,` between quoted arguments (`setProperty("X_TOKEN", "…")`).
-    rule!(
-        "generic-secret",
-        [
-            "key",
-            "token",
-            "secret",
-            "passw",
-            "pwd",
-            "credential",
-            "auth"
-        ],
-        r#"(?:^|[^A-Za-z0-9_])((?:[A-Za-z0-9]+[_.\-])*(?:[A-Za-z0-9]*[a-z0-9](?:A(?i:pi[_\-]?key|ccess[_\-]?key|ccess[_\-]?token|uth[_\-]?token|uth)|S(?i:ecret[_\-]?key|ecret)|P(?i:rivate[_\-]?key|assword|asswd|wd)|R(?i:efresh[_\-]?token)|B(?i:earer[_\-]?token)|C(?i:lient[_\-]?secret|redentials?)|T(?i:oken))|(?i:api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|bearer[_\-]?token|client[_\-]?secret|token|secret|password|passwd|pwd|credentials?|auth)))["']?\s*(?:[:=]|:=|=>|>|,\s*["'])\s*["']?([^\s"'&,;<>\\]{16,256})"#,
-        0,
-        entropy
-    ),
-    // A password on a command line: `curl -u user:pass`, `--user user:pass`. A credential even
-    // when it is not random (like a URL's password); shell variables are not values.
-    rule!(
-        "command-line-credential",
-        ["-u ", "-u'", "-u\"", "--user"],
-        r#"(?:^|\s)(?:-u|--user)(?:\s+|=)["']?[^\s:'"$]{1,64}:([^\s'"$]{6,128})"#,
-        0,
-        entropy
-    ),
-    rule!(
-        "bearer-token",
-        ["bearer "],
-        r"(?i)\bbearer\s+([A-Za-z0-9+/_.~\-]{24,512}=*)",
-        0,
-        entropy
-    ),
-];
-
-/// The names of every built-in rule (for docs and tests).
-pub fn rule_names() -> impl Iterator<Item = &'static str> {
-    RULES.iter().map(|r| r.name)
-}
-
-/// Names of the configured-value rules, by encoding.
-const LITERAL_RAW: &str = "configured-secret";
-const LITERAL_BASE64: &str = "configured-secret-base64";
-const LITERAL_BASE32: &str = "configured-secret-base32";
-const LITERAL_HEX: &str = "configured-secret-hex";
-const LITERAL_URL: &str = "configured-secret-urlencoded";
 
 struct Compiled {
     regex: Regex,
@@ -586,38 +314,6 @@ fn password_of_url(m: &[u8]) -> &[u8] {
     }
 }
 
-/// Key names that end like a credential but hold opaque non-secret state (pagination cursors,
-/// CSRF tokens, sync tokens).
-fn benign_key(key: &[u8]) -> bool {
-    const PREFIXES: &[&[u8]] = &[
-        b"page",
-        b"next",
-        b"prev",
-        b"continuation",
-        b"pagination",
-        b"cursor",
-        b"csrf",
-        b"xsrf",
-        b"sync",
-        b"resume",
-        b"upload",
-        b"idempotency",
-        b"public",
-        b"cache",
-    ];
-    let key = key.to_ascii_lowercase();
-    PREFIXES.iter().any(|p| key.starts_with(p))
-}
-
-/// Rules that match shapes rather than formats: reported only when no specific rule fired, so
-/// the message names the most specific rule.
-fn is_generic(rule: &str) -> bool {
-    matches!(
-        rule,
-        "generic-secret" | "bearer-token" | "url-credentials" | "command-line-credential"
-    )
-}
-
 /// Shannon entropy of `data` in bits per byte.
 pub fn shannon_entropy(data: &[u8]) -> f64 {
     if data.is_empty() {
@@ -648,117 +344,6 @@ fn looks_random(v: &[u8], threshold: f64) -> bool {
     let letters = v.iter().any(|b| b.is_ascii_alphabetic());
     let digits = v.iter().any(|b| b.is_ascii_digit());
     letters && digits && shannon_entropy(v) >= threshold
-}
-
-/// The values worth protecting in a secret file's text: every trimmed non-comment line, and
-/// for `KEY=VALUE` / `KEY: VALUE` lines (env files, YAML) the value too, quotes stripped.
-/// Callers drop values shorter than their minimum.
-pub fn values_from_text(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        out.push(line.to_string());
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        if let Some(pos) = line.find(['=', ':']) {
-            let value = line[pos + 1..].trim().trim_matches(['"', '\'']);
-            if !value.is_empty() {
-                out.push(value.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Every searched form of a configured value, with the rule name reported for it.
-fn encodings(value: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
-    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    const B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = vec![(LITERAL_RAW, value.to_vec())];
-    for shift in 0..3 {
-        out.push((LITERAL_BASE64, aligned_fragment(value, shift, 6, B64)));
-        out.push((LITERAL_BASE64, aligned_fragment(value, shift, 6, B64URL)));
-    }
-    for shift in 0..5 {
-        out.push((LITERAL_BASE32, aligned_fragment(value, shift, 5, B32)));
-    }
-    let lower = hex::encode(value).into_bytes();
-    out.push((LITERAL_HEX, lower.to_ascii_uppercase()));
-    out.push((LITERAL_HEX, lower));
-    let url = percent_encode(value);
-    if url != value {
-        out.push((LITERAL_URL, url));
-    }
-    out
-}
-
-/// The characters of `value`'s encoding (`bits` per character) that depend only on `value`'s
-/// bytes when it starts `shift` bytes into the encoded data: the part that appears in *any*
-/// encoding of a text containing `value` at that alignment.
-fn aligned_fragment(value: &[u8], shift: usize, bits: usize, alphabet: &[u8]) -> Vec<u8> {
-    let start_bit = shift * 8;
-    let end_bit = start_bit + value.len() * 8;
-    let bit = |i: usize| -> u8 {
-        if i < start_bit || i >= end_bit {
-            0
-        } else {
-            let j = i - start_bit;
-            (value[j / 8] >> (7 - j % 8)) & 1
-        }
-    };
-    let first_char = start_bit.div_ceil(bits);
-    let last_char = end_bit / bits; // exclusive
-    (first_char..last_char)
-        .map(|c| {
-            let v = (0..bits).fold(0usize, |acc, k| (acc << 1) | bit(c * bits + k) as usize);
-            alphabet[v]
-        })
-        .collect()
-}
-
-/// Percent-encode everything but RFC 3986 unreserved characters (what `encodeURIComponent`
-/// and Python's `quote(safe="")` produce).
-fn percent_encode(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len() * 3);
-    for &b in value {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        }
-    }
-    out
-}
-
-/// Percent-decode `data` (`+` is left alone); used to scan URLs in the form servers read them.
-pub fn percent_decode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        if data[i] == b'%' && i + 2 < data.len() {
-            if let (Some(h), Some(l)) = (hex_val(data[i + 1]), hex_val(data[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(data[i]);
-        i += 1;
-    }
-    out
-}
-
-/// One hex digit's value (either case).
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -1005,19 +590,6 @@ mod tests {
     }
 
     #[test]
-    fn values_from_env_file() {
-        let v = values_from_text("# comment\nexport TOKEN=\"abc123xyz789\"\n\nplainsecretvalue\n");
-        assert_eq!(
-            v,
-            vec![
-                "export TOKEN=\"abc123xyz789\"",
-                "abc123xyz789",
-                "plainsecretvalue"
-            ]
-        );
-    }
-
-    #[test]
     fn scan_line_and_all() {
         let s = scanner(&[]);
         assert_eq!(
@@ -1032,10 +604,5 @@ mod tests {
                 .len(),
             2
         );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode(b"a%41%4a%zz%4"), b"aAJ%zz%4");
     }
 }
