@@ -685,6 +685,86 @@ fn secrets_in_binary_files_and_archives_are_refused() {
         before,
         "upstream unchanged"
     );
+    // A zip (deflated) holding a text file with a generic credential, nested in a tar.gz:
+    // text members get every rule, and archives open inside archives.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    let zip_py = |out: &Path, encrypted: bool| {
+        let script = format!(
+            r#"import zipfile, sys
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("conf/db.properties", "db.host=db.internal\ndbPassword = 'Q7vXk2Lp9ZsR4mWn8TbY3cJd'\n")
+    z.writestr("README.txt", "nothing here\n")
+if {encrypted}:
+    # Set the 'encrypted' flag of every entry, in the local and central headers.
+    data = bytearray(open(sys.argv[1], "rb").read())
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + off] |= 1
+            i = data.find(sig, i + 4)
+    open(sys.argv[1], "wb").write(bytes(data))
+"#,
+            encrypted = if encrypted { "True" } else { "False" }
+        );
+        let st = std::process::Command::new("python3")
+            .args(["-c", &script, out.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let nest = dir.path().join("nest");
+    std::fs::create_dir_all(&nest).unwrap();
+    zip_py(&nest.join("settings.zip"), false);
+    let out = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            work.join("release.tgz").to_str().unwrap(),
+            "-C",
+            nest.to_str().unwrap(),
+            "settings.zip",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    git::ok(&work, &["add", "release.tgz"]);
+    git::ok(&work, &["commit", "-qm", "nested zip"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(
+        !ok && err
+            .contains("file release.tgz!gunzip!settings.zip!conf/db.properties: generic-secret"),
+        "{err}"
+    );
+    assert!(!err.contains("Q7vXk2Lp9ZsR4mWn8TbY3cJd"), "{err}");
+    // An encrypted zip cannot be scanned: refused, naming the member.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    zip_py(&work.join("secret.zip"), true);
+    git::ok(&work, &["add", "secret.zip"]);
+    git::ok(&work, &["commit", "-qm", "encrypted zip"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(
+        !ok && err.contains("secret.zip!") && err.contains("cannot be scanned"),
+        "{err}"
+    );
+    assert_eq!(
+        git::rev(&upstream, "refs/heads/main"),
+        before,
+        "upstream unchanged"
+    );
+    // A clean zip goes through.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    let st = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import zipfile,sys\nwith zipfile.ZipFile(sys.argv[1],'w',zipfile.ZIP_DEFLATED) as z: z.writestr('a.txt','hello world\\n'*100)",
+            work.join("clean.zip").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    git::ok(&work, &["add", "clean.zip"]);
+    git::ok(&work, &["commit", "-qm", "clean zip"]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(ok, "{err}");
     // A clean binary goes through.
     git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
     std::fs::write(work.join("logo.bin"), [0u8, 1, 2, 3, 0, 9, 8]).unwrap();

@@ -226,7 +226,7 @@ pub fn check_sizes(tips: &[&str], max_push: u64, max_file: u64) -> Result<(), Re
 }
 
 /// Scan the binary files the new commits add or change (the diff scan skips them): each as
-/// bytes for token formats and configured values, and gzip and tar archives (nested, to
+/// bytes for token formats and configured values, and gzip, tar and zip archives (nested, to
 /// [`MAX_ARCHIVE_DEPTH`]) member by member. Bounded by `budget` bytes of blobs and of
 /// decompressed data; more is refused naming the limit.
 pub fn scan_binaries(
@@ -355,7 +355,19 @@ fn scan_bytes(
             return Ok(());
         }
     }
-    for f in scanner.scan_specific(bytes) {
+    if depth < MAX_ARCHIVE_DEPTH && bytes.starts_with(b"PK\x03\x04") {
+        if let Ok(zip) = zip::ZipArchive::new(std::io::Cursor::new(bytes)) {
+            return scan_zip(scanner, zip, commit, place, depth, budget, leaks);
+        }
+    }
+    // A text member of an archive is read like a pushed text file (every rule); other bytes
+    // get the token formats and configured values only.
+    let findings = if depth > 0 && std::str::from_utf8(bytes).is_ok() {
+        scanner.scan_all(bytes)
+    } else {
+        scanner.scan_specific(bytes)
+    };
+    for f in findings {
         if leaks.len() >= MAX_LEAKS {
             break;
         }
@@ -366,6 +378,64 @@ fn scan_bytes(
             rule: f.rule,
             redacted: f.redacted,
         });
+    }
+    Ok(())
+}
+
+/// The members of a zip archive, each scanned like a file. A member that cannot be read —
+/// encrypted, or compressed with a method this build does not decode — cannot be scanned, so
+/// the push is refused naming it: an unreadable archive would be a way out.
+fn scan_zip(
+    scanner: &Scanner,
+    mut zip: zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    commit: &str,
+    place: &str,
+    depth: usize,
+    budget: &mut usize,
+    leaks: &mut Vec<Leak>,
+) -> Result<(), Refusal> {
+    use std::io::Read;
+    for i in 0..zip.len() {
+        let unreadable = |name: &str, why: &dyn std::fmt::Display| {
+            vec![format!(
+                "file {place}!{name} of commit {commit} cannot be scanned ({why}): encrypted or unusually compressed archives are refused; push the files themselves"
+            )]
+        };
+        let listed = zip
+            .name_for_index(i)
+            .and_then(Result::ok)
+            .map_or_else(|| "?".to_string(), |n| n.to_string());
+        let mut member = match zip.by_index(i) {
+            Ok(m) => m,
+            Err(e) => return Err(unreadable(&listed, &e)),
+        };
+        if !member.is_file() {
+            continue;
+        }
+        let name = member
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into());
+        // The declared size may lie: read at most what the budget allows, plus one byte.
+        let limit = (*budget as u64).saturating_add(1);
+        let mut bytes = Vec::new();
+        if let Err(e) = (&mut member).take(limit).read_to_end(&mut bytes) {
+            return Err(unreadable(&name, &e));
+        }
+        drop(member);
+        take(budget, bytes.len())?;
+        scan_bytes(
+            scanner,
+            &bytes,
+            commit,
+            &format!("{place}!{name}"),
+            depth + 1,
+            budget,
+            leaks,
+        )?;
+        if leaks.len() >= MAX_LEAKS {
+            break;
+        }
     }
     Ok(())
 }
