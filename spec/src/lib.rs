@@ -482,6 +482,9 @@ pub const PACK_ROOTS: [&str; 3] = [
 
 pub mod path_glob;
 
+pub mod dlp_allow;
+pub use dlp_allow::DlpAllow;
+
 /// Paths a push may not add, change or delete unless the operator relaxes it for the
 /// repository (git-gate's `deny_paths`): CI configuration runs on the upstream's runners with
 /// the repository's secrets, so an agent able to change it could read them out.

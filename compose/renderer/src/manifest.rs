@@ -46,6 +46,11 @@ pub struct Manifest {
     /// verifies itself since it decrypts. Not secrets, so not DLP values.
     #[serde(default)]
     pub upstream_roots: Vec<String>,
+    /// The operator's DLP allowlist (`regexes`, `stopwords`, `paths` for git-gate): findings
+    /// it names are dropped by pipelock, egress and git-gate. Only the operator writes it;
+    /// nothing in a pushed repository or a request is read as an allowlist.
+    #[serde(default)]
+    pub dlp_allow: bottle_spec::DlpAllow,
     /// Credentials by name: files on the host, mounted into the sidecars container only.
     #[serde(default)]
     pub credentials: BTreeMap<String, Credential>,

@@ -249,6 +249,12 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
     if !m.passthrough.is_empty() {
         needs(m, "passthrough", Daemon::Egress, p);
     }
+    for (field, why) in m.dlp_allow.problems() {
+        p.push(Problem::new(format!("dlp_allow.{field}"), why));
+    }
+    if !m.dlp_allow.paths.is_empty() {
+        needs(m, "dlp_allow.paths", Daemon::GitGate, p);
+    }
     if !m.upstream_roots.is_empty() {
         needs(m, "upstream_roots", Daemon::Egress, p);
     }

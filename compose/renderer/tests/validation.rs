@@ -431,3 +431,24 @@ fn a_credential_is_a_file_or_generated_never_both_or_neither() {
     let generated = format!("{base}[credentials.TOKEN]\ngenerate = true\n{AGENT}");
     Manifest::parse(&generated, Some("t.toml")).expect("a generated credential is valid");
 }
+
+#[test]
+fn a_bad_dlp_allowlist_is_refused_entry_by_entry() {
+    let p = problems(&format!(
+        "slug = \"a\"\ndaemons = [\"pipelock\"]\n{AGENT}[dlp_allow]\nregexes = [\"(\", \".*\"]\nstopwords = [\"ab\"]\npaths = [\"/abs/**\"]\n"
+    ));
+    has(&p, "dlp_allow.regexes[0]: not a regex");
+    has(&p, "dlp_allow.regexes[1]: \".*\" matches the empty string");
+    has(
+        &p,
+        "dlp_allow.stopwords[0]: \"ab\" is shorter than 4 characters",
+    );
+    has(
+        &p,
+        "dlp_allow.paths[0]: \"/abs/**\": write repository paths without a leading `/`",
+    );
+    has(
+        &p,
+        "dlp_allow.paths: is used by git-gate, which is not in `daemons`",
+    );
+}

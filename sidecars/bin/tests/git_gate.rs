@@ -635,6 +635,59 @@ fn secrets_in_messages_identities_tags_and_blob_refs_are_refused() {
 }
 
 #[test]
+fn the_operators_dlp_allowlist_exempts_what_it_names_and_nothing_in_the_repo_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, upstream) = gate_with_bare_upstream(
+        dir.path(),
+        json!({"dlp_allow": {"paths": ["tests/fixtures/**"], "stopwords": ["FIXTURE"]}}),
+    );
+    let work = clone(dir.path(), &gate.url("app"), "work");
+    // In-repo allowlists an agent could write have no effect.
+    std::fs::write(
+        work.join(".gitleaks.toml"),
+        "[allowlist]\npaths = ['''src/.*''']\nregexes = ['''AKIA.*''']\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join(".gitleaksignore"),
+        "src/real.env:aws-access-key:1\n",
+    )
+    .unwrap();
+    git::commit_file(
+        &work,
+        "src/real.env",
+        &format!("AWS_ACCESS_KEY_ID={AWS_KEY} # gitleaks:allow\n"),
+        "in-repo allowlists",
+    );
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok && err.contains("src/real.env"), "{err}");
+    // A fixture under an allowed path, and a value with a stopword, pass.
+    git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
+    git::commit_file(
+        &work,
+        "tests/fixtures/aws.env",
+        &format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"),
+        "fixture",
+    );
+    git::commit_file(
+        &work,
+        "src/sample.txt",
+        "key = AKIAZ7QJ4FIXTURE7KQ2\n",
+        "a fixture-worded key",
+    );
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(ok, "{err}");
+    // A path exemption never covers a commit message.
+    let before = git::rev(&upstream, "refs/heads/main");
+    std::fs::write(work.join("tests/fixtures/more.txt"), "x\n").unwrap();
+    git::ok(&work, &["add", "-A"]);
+    git::ok(&work, &["commit", "-qm", &format!("fixture for {AWS_KEY}")]);
+    let (ok, err) = push(&work, &["origin", "main"]);
+    assert!(!ok && err.contains("(commit message)"), "{err}");
+    assert_eq!(git::rev(&upstream, "refs/heads/main"), before);
+}
+
+#[test]
 fn secrets_in_binary_files_and_archives_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (gate, upstream) = gate_with_bare_upstream(dir.path(), json!({}));

@@ -68,6 +68,9 @@ pub struct Config {
     /// Intercepted request bodies are buffered and scanned up to this many bytes; larger
     /// bodies are refused (413), never forwarded unscanned.
     pub max_body_scan_bytes: usize,
+    /// The operator's DLP allowlist (`bottle_spec::DlpAllow`): findings it names are
+    /// dropped. Never read from anything the agent writes.
+    pub dlp_allow: bottle_spec::DlpAllow,
     /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE` in the bundle): while it
     /// exists everything is refused and open tunnels are closed; re-read on SIGUSR1.
     pub kill_switch_file: Option<PathBuf>,
@@ -123,6 +126,7 @@ impl Default for Config {
             entropy_threshold: 3.5,
             max_body_scan_bytes: 1 << 20,
             kill_switch_file: None,
+            dlp_allow: bottle_spec::DlpAllow::default(),
         }
     }
 }
@@ -135,7 +139,7 @@ impl DaemonConfig for Config {
 
 impl Validate for Config {
     fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut p = self.dlp_allow.problem_lines();
         if self.tunnel_idle_timeout_secs == 0
             || self.tunnel_max_lifetime_secs == 0
             || self.connect_timeout_secs == 0

@@ -261,6 +261,8 @@ impl State {
         let scanner = match Scanner::new(&SecretConfig {
             values,
             entropy_threshold: config.entropy_threshold,
+            allow_regexes: config.dlp_allow.regexes.clone(),
+            allow_stopwords: config.dlp_allow.stopwords.clone(),
             ..SecretConfig::default()
         }) {
             Ok(s) => Some(s),

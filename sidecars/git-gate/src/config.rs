@@ -36,6 +36,9 @@ pub struct Config {
     /// Directory holding the `pre-receive` hook every push runs (`core.hooksPath`, passed on
     /// receive-pack's command line). In the image it is read-only: no process can rewrite it.
     pub hooks_dir: PathBuf,
+    /// The operator's DLP allowlist (`bottle_spec::DlpAllow`): findings it names (and files
+    /// under its `paths`) are dropped. Never read from anything the agent writes.
+    pub dlp_allow: bottle_spec::DlpAllow,
 }
 
 /// Where the image ships the hook (read-only root filesystem).
@@ -55,6 +58,7 @@ impl Default for Config {
             max_push_bytes: 512 << 20,
             max_file_bytes: 50 << 20,
             hooks_dir: PathBuf::from(DEFAULT_HOOKS_DIR),
+            dlp_allow: bottle_spec::DlpAllow::default(),
         }
     }
 }
@@ -128,7 +132,7 @@ pub fn upstream_kind(upstream: &str) -> Option<UpstreamKind> {
 
 impl Validate for Config {
     fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut p = self.dlp_allow.problem_lines();
         let mut names = HashSet::new();
         for (i, r) in self.repos.iter().enumerate() {
             if !valid_repo_name(&r.name) {

@@ -48,6 +48,9 @@ pub struct HookSettings {
     /// Largest file a push may bring, in bytes; 0 = no limit.
     #[serde(default)]
     pub max_file_bytes: u64,
+    /// The operator's DLP allowlist.
+    #[serde(default)]
+    pub dlp_allow: bottle_spec::DlpAllow,
 }
 
 /// A refusal or failure, as lines for the client.
@@ -196,6 +199,9 @@ pub fn pre_receive(settings: &HookSettings, input: impl BufRead) -> Result<Vec<S
             scan_new_commits(commits, &scanner)?
         };
         leaks.extend(diff_leaks);
+        // Files the operator exempts (fixtures, say); never a message, identity or tag.
+        // (Places in parentheses — `(commit message)`, `(author)`, `(blob)` — are not files.)
+        leaks.retain(|l| l.path.starts_with('(') || !settings.dlp_allow.path_allowed(&l.path));
         (leaks, stats)
     };
     if !leaks.is_empty() {
@@ -270,6 +276,8 @@ fn scanner(settings: &HookSettings) -> Result<Scanner, Refusal> {
     }
     Scanner::new(&SecretConfig {
         values,
+        allow_regexes: settings.dlp_allow.regexes.clone(),
+        allow_stopwords: settings.dlp_allow.stopwords.clone(),
         ..SecretConfig::default()
     })
     .map_err(|e| vec![e.to_string()])

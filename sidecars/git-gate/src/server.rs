@@ -145,6 +145,7 @@ fn hook_env(mirror: &Mirror, state: &State) -> Vec<(OsString, OsString)> {
         deny_paths: mirror.repo.deny_paths(),
         max_push_bytes: state.config.max_push_bytes,
         max_file_bytes: state.config.max_file_bytes,
+        dlp_allow: state.config.dlp_allow.clone(),
     };
     vec![
         (

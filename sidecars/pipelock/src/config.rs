@@ -59,6 +59,9 @@ pub struct Config {
     /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE` in the bundle): while it
     /// exists everything is refused; re-read on SIGUSR1. `null` = no kill switch.
     pub kill_switch_file: Option<PathBuf>,
+    /// The operator's DLP allowlist (`bottle_spec::DlpAllow`): findings it names are
+    /// dropped. Never read from anything the agent writes.
+    pub dlp_allow: bottle_spec::DlpAllow,
 }
 
 /// One allowed destination.
@@ -94,6 +97,7 @@ impl Default for Config {
             pack_listen: None,
             pack_allow: None,
             kill_switch_file: None,
+            dlp_allow: bottle_spec::DlpAllow::default(),
         }
     }
 }
@@ -106,7 +110,7 @@ impl DaemonConfig for Config {
 
 impl Validate for Config {
     fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut p = self.dlp_allow.problem_lines();
         let lists = [
             ("allow", Some(&self.allow)),
             ("pack_allow", self.pack_allow.as_ref()),

@@ -136,6 +136,8 @@ impl Policy {
         let scanner = Scanner::new(&SecretConfig {
             values,
             entropy_threshold: config.entropy_threshold,
+            allow_regexes: config.dlp_allow.regexes.clone(),
+            allow_stopwords: config.dlp_allow.stopwords.clone(),
             ..SecretConfig::default()
         })?;
         Ok(Arc::new(Policy {

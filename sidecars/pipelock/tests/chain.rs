@@ -1414,3 +1414,45 @@ async fn data_in_host_labels_is_refused_before_any_lookup_and_random_path_segmen
     .await;
     assert!(text(&out).0.ends_with("200"), "{:?}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_dlp_allowlist_lets_what_it_names_through_and_nothing_else() {
+    let up = upstream(None).await;
+    let egress = start_egress(
+        json!({"listen": "127.0.0.1:0", "allow_from": ["127.0.0.1/32"], "allow_cidrs": [LOOPBACK]}),
+    )
+    .await;
+    let pipelock = start_pipelock(json!({
+        "upstream": egress.addr.to_string(),
+        "allow": [{"host": "localhost", "ports": [up.addr.port()]}],
+        "allow_cidrs": [LOOPBACK, "::1/128"],
+        "dlp_allow": {"stopwords": ["FIXTURE"], "regexes": ["^AKIAZ7QJ4TESTKEY[0-9]{4}$"]},
+    }))
+    .await;
+    let get = |q: &'static str| {
+        let url = format!("http://localhost:{}/x?k={q}", up.addr.port());
+        let proxy = pipelock.url();
+        async move {
+            let out = curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--proxy",
+                &proxy,
+                &url,
+            ])
+            .await;
+            text(&out).0
+        }
+    };
+    assert_eq!(get("AKIAZ7QJ4FIXTURE7KQ2").await, "200");
+    assert_eq!(get("AKIAZ7QJ4TESTKEY1234").await, "200");
+    assert_eq!(get("AKIAZ7QJ4REALKEY7KQ3").await, "403");
+    // An allowed value next to a real one: the real one is still refused.
+    assert_eq!(
+        get("AKIAZ7QJ4FIXTURE7KQ2,AKIAZ7QJ4REALKEY7KQ3").await,
+        "403"
+    );
+}

@@ -20,6 +20,12 @@ pub struct SecretConfig {
     /// Minimum Shannon entropy (bits per character) of a `key=`/`token=` value to count as a
     /// secret. Random base64 is ~5–6, hex ~3.7–4, English words and identifiers ~2.5–3.3.
     pub entropy_threshold: f64,
+    /// The operator's allowlist: a finding whose matched text matches one of these byte
+    /// regexes is dropped.
+    pub allow_regexes: Vec<String>,
+    /// The operator's allowlist: a finding whose matched text contains one of these (ASCII
+    /// case-insensitive) is dropped.
+    pub allow_stopwords: Vec<String>,
 }
 
 impl Default for SecretConfig {
@@ -28,6 +34,8 @@ impl Default for SecretConfig {
             values: Vec::new(),
             min_value_len: 8,
             entropy_threshold: 3.5,
+            allow_regexes: Vec::new(),
+            allow_stopwords: Vec::new(),
         }
     }
 }
@@ -72,6 +80,45 @@ pub struct Scanner {
     literals: Option<AhoCorasick>,
     literal_rule: Vec<&'static str>,
     entropy_threshold: f64,
+    allow: Option<Allow>,
+}
+
+/// The operator's allowlist, compiled (see [`SecretConfig::allow_regexes`]).
+struct Allow {
+    regexes: regex::bytes::RegexSet,
+    stopwords: Option<AhoCorasick>,
+}
+
+impl Allow {
+    fn new(config: &SecretConfig) -> Result<Option<Allow>, ScannerError> {
+        if config.allow_regexes.is_empty() && config.allow_stopwords.is_empty() {
+            return Ok(None);
+        }
+        let regexes = regex::bytes::RegexSet::new(&config.allow_regexes)
+            .map_err(|e| ScannerError(format!("allowlist regex: {e}")))?;
+        let words: Vec<&str> = config
+            .allow_stopwords
+            .iter()
+            .map(|w| w.trim())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let stopwords = if words.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&words)
+                    .map_err(|e| ScannerError(e.to_string()))?,
+            )
+        };
+        Ok(Some(Allow { regexes, stopwords }))
+    }
+
+    /// Whether the operator accepts a finding whose matched text is `text`.
+    fn accepts(&self, text: &[u8]) -> bool {
+        self.regexes.is_match(text) || self.stopwords.as_ref().is_some_and(|s| s.is_match(text))
+    }
 }
 
 impl std::fmt::Debug for Scanner {
@@ -137,6 +184,7 @@ impl Scanner {
             literals,
             literal_rule,
             entropy_threshold: config.entropy_threshold,
+            allow: Allow::new(config)?,
         })
     }
 
@@ -154,8 +202,20 @@ impl Scanner {
     /// shapes: for binary data (a pushed binary file), where those shapes would fire on noise.
     pub fn scan_specific(&self, data: &[u8]) -> Vec<Finding> {
         let mut out = self.find_raw(data, false, true);
+        self.drop_allowed(data, &mut out);
         out.sort_by_key(|f| f.offset);
         out
+    }
+
+    /// Drops the findings the operator's allowlist accepts (judged on the matched text; for a
+    /// finding inside an encoding, the encoded run).
+    fn drop_allowed(&self, data: &[u8], findings: &mut Vec<Finding>) {
+        if let Some(allow) = &self.allow {
+            findings.retain(|f| {
+                let text = data.get(f.offset..f.offset + f.len).unwrap_or_default();
+                !allow.accepts(text)
+            });
+        }
     }
 
     /// The names of the rules that fire on one line of text (git-gate reports file, line and
@@ -167,6 +227,9 @@ impl Scanner {
     }
 
     fn find(&self, data: &[u8], first_only: bool) -> Vec<Finding> {
+        // With an allowlist, the first finding may be an allowed one: look at all of them.
+        let want_first = first_only;
+        let first_only = first_only && self.allow.is_none();
         let mut out = self.find_raw(data, first_only, false);
         if !first_only || out.is_empty() {
             // Token formats inside base64, hex and percent-encoding (nested), within a budget
@@ -174,7 +237,8 @@ impl Scanner {
             let mut budget = data.len().saturating_mul(4).saturating_add(64 << 10);
             out.extend(self.find_encoded(data, 1, &mut budget, first_only));
         }
-        if first_only {
+        self.drop_allowed(data, &mut out);
+        if want_first {
             out.sort_by_key(|f| (is_generic(f.rule), f.offset));
             out.truncate(1);
         } else {
@@ -604,5 +668,43 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn the_operators_allowlist_drops_only_what_it_names() {
+        let fixture = "AKIAZ7QJ4FIXTURE7KQ2";
+        let real = "AKIAZ7QJ4REALKEY7KQ3";
+        let allowing = |regexes: &[&str], stopwords: &[&str]| {
+            Scanner::new(&SecretConfig {
+                allow_regexes: regexes.iter().map(|s| s.to_string()).collect(),
+                allow_stopwords: stopwords.iter().map(|s| s.to_string()).collect(),
+                ..SecretConfig::default()
+            })
+            .unwrap()
+        };
+        for s in [allowing(&["FIXTURE"], &[]), allowing(&[], &["fixture"])] {
+            assert_eq!(s.scan(fixture.as_bytes()), None);
+            assert!(s.scan_specific(fixture.as_bytes()).is_empty());
+            // The allowed finding comes first; the real one after it is still found.
+            let both = format!("a={fixture} b={real}");
+            let f = s.scan(both.as_bytes()).unwrap();
+            assert_eq!(
+                (f.rule, f.offset),
+                ("aws-access-key", both.find(real).unwrap())
+            );
+            assert_eq!(s.scan_all(both.as_bytes()).len(), 1);
+        }
+        // No allowlist: both fire.
+        assert_eq!(
+            scanner(&[])
+                .scan_all(format!("{fixture} {real}").as_bytes())
+                .len(),
+            2
+        );
+        assert!(Scanner::new(&SecretConfig {
+            allow_regexes: vec!["(".into()],
+            ..SecretConfig::default()
+        })
+        .is_err());
     }
 }

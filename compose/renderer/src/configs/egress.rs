@@ -54,6 +54,9 @@ pub struct EgressConfig {
     pub secret_files: Vec<String>,
     /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE`; `control-plane kill-switch`).
     pub kill_switch_file: String,
+    /// The manifest's `dlp_allow` without git-gate's `paths` (absent when empty).
+    #[serde(skip_serializing_if = "bottle_spec::DlpAllow::is_empty")]
+    pub dlp_allow: bottle_spec::DlpAllow,
 }
 
 /// One route.
@@ -131,6 +134,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             .map(|n| daemon_credential(Daemon::Egress, n))
             .collect(),
         kill_switch_file: bottle_spec::KILL_SWITCH_FILE.to_string(),
+        dlp_allow: m.dlp_allow.proxies(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }

@@ -23,6 +23,9 @@ pub struct GitGateConfig {
     /// git-gate's credentials directory (filled by sidecar-init with the repositories'
     /// credentials); a repo's `credential` is a file name there.
     pub credentials_dir: String,
+    /// The manifest's `dlp_allow` (absent when empty).
+    #[serde(skip_serializing_if = "bottle_spec::DlpAllow::is_empty")]
+    pub dlp_allow: bottle_spec::DlpAllow,
 }
 
 /// One repository.
@@ -56,6 +59,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             })
             .collect(),
         credentials_dir: Daemon::GitGate.credentials_dir(),
+        dlp_allow: m.dlp_allow.clone(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }

@@ -32,6 +32,9 @@ pub struct PipelockConfig {
     pub pack_allow: Option<Vec<Allow>>,
     /// The kill switch's file (`bottle_spec::KILL_SWITCH_FILE`; `control-plane kill-switch`).
     pub kill_switch_file: String,
+    /// The manifest's `dlp_allow` without git-gate's `paths` (absent when empty).
+    #[serde(skip_serializing_if = "bottle_spec::DlpAllow::is_empty")]
+    pub dlp_allow: bottle_spec::DlpAllow,
 }
 
 /// One allowlist rule.
@@ -65,6 +68,7 @@ pub fn render(m: &Manifest) -> serde_json::Value {
             .then(|| format!("127.0.0.1:{}", bottle_spec::PIPELOCK_PACK_PORT)),
         pack_allow: m.pack_allowlist.as_deref().map(rules),
         kill_switch_file: bottle_spec::KILL_SWITCH_FILE.to_string(),
+        dlp_allow: m.dlp_allow.proxies(),
     };
     serde_json::to_value(config).unwrap_or_default()
 }
