@@ -64,24 +64,8 @@ daemon_mbs=$(echo "$pack_mb / $daemon_med" | bc -l)
 ratio=$(echo "100 * $daemon_med / $gate_med" | bc -l)
 
 # --- scanning throughput over a large realistic diff -------------------------------------------
-src=${CARGO_HOME:-$HOME/.cargo}/registry/src
-git init -q --initial-branch=main "$T/code"
-if [ -d "$src" ]; then
-  n=0
-  while IFS= read -r -d '' d; do
-    cp -r "$d" "$T/code/" 2>/dev/null || true
-    n=$((n+1))
-    if [ $((n % 40)) = 0 ]; then git -C "$T/code" add -A >/dev/null 2>&1; git -C "$T/code" commit -q -m "batch $n" || true; fi
-    [ "$(du -sm "$T/code" | cut -f1)" -ge 160 ] && break
-  done < <(find "$src"/*/ -mindepth 1 -maxdepth 1 -type d -print0)
-  git -C "$T/code" add -A >/dev/null 2>&1; git -C "$T/code" commit -q -m "last" || true
-else
-  for i in $(seq 1 40); do head -c 2000000 /dev/urandom | base64 -w 100 > "$T/code/f$i.txt"; git -C "$T/code" add -A; git -C "$T/code" commit -q -m "c$i"; done
-fi
-s=$(date +%s.%N)
-git -C "$T/code" rev-list --all | git -C "$T/code" diff-tree --stdin -r -p --cc --root --no-color --no-ext-diff --no-textconv --no-renames > "$T/diff.txt"
-e=$(date +%s.%N)
-difftree_s=$(echo "$e - $s" | bc -l)
+. bench/lib/diff.sh
+difftree_s=$(make_diff "$T/code" "$T/diff.txt")
 scan_json=$("$SCAN" "$T/diff.txt")
 jq_() { echo "$scan_json" | jq -r "$1"; }
 diff_mb=$(jq_ .mb)

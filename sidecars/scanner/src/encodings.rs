@@ -34,24 +34,25 @@ pub struct View {
 pub fn views(data: &[u8], budget: &mut usize) -> Vec<View> {
     let mut out = Vec::new();
     let mut push = |view: View, out: &mut Vec<View>| {
-        if view.bytes.len() <= *budget {
+        // Token formats are text: decoded bytes that are not (a hash, an image, key material)
+        // cannot hold one, and scanning them would only cost.
+        if view.bytes.len() <= *budget && text_like(&view.bytes) {
             *budget -= view.bytes.len();
             out.push(view);
         }
     };
-    if has_percent_escape(data) {
-        let bytes = percent_decode(data);
+    for (start, end) in percent_runs(data) {
         push(
             View {
-                offset: 0,
-                len: data.len(),
+                offset: start,
+                len: end - start,
                 encoding: "percent",
-                bytes,
+                bytes: percent_decode(&data[start..end]),
             },
             &mut out,
         );
     }
-    for (start, end) in runs(data, is_base64_byte, MIN_BASE64_RUN) {
+    for (start, end) in base64_runs(data, MIN_BASE64_RUN) {
         let padded = (end..data.len().min(end + 2))
             .take_while(|&i| data[i] == b'=')
             .last()
@@ -74,27 +75,82 @@ pub fn views(data: &[u8], budget: &mut usize) -> Vec<View> {
     out
 }
 
-fn has_percent_escape(data: &[u8]) -> bool {
-    data.windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+/// At least three quarters printable ASCII or whitespace.
+fn text_like(bytes: &[u8]) -> bool {
+    let text = bytes
+        .iter()
+        .filter(|&&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        .count();
+    text * 4 >= bytes.len() * 3
 }
 
-fn is_base64_byte(b: u8) -> bool {
-    // `=` only pads the end: inside a run it is an assignment (`d=QUtJ…`), which ends a run.
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+/// Byte classes, looked up rather than computed: the scanner classifies every input byte.
+const BASE64: u8 = 1;
+const HEX: u8 = 2;
+/// Ends a percent-encoded run: whitespace, quotes and angle brackets (a URL, a form value or
+/// a query is one run; the text around it is not decoded).
+const BREAK: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_') {
+            // `=` only pads the end: inside a run it is an assignment (`d=QUtJ…`).
+            t[b] |= BASE64;
+        }
+        if c.is_ascii_hexdigit() {
+            t[b] |= HEX;
+        }
+        if c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'`') {
+            t[b] |= BREAK;
+        }
+        b += 1;
+    }
+    t
+};
+
+fn is(b: u8, class: u8) -> bool {
+    CLASS[b as usize] & class != 0
 }
 
-/// Maximal runs of at least `min` bytes satisfying `pred`, as `(start, end)`.
-fn runs(data: &[u8], pred: fn(u8) -> bool, min: usize) -> Vec<(usize, usize)> {
+/// The runs (between whitespace, quotes or angle brackets) holding a `%XX` escape, as
+/// `(start, end)`: only those are decoded, not the whole buffer around them.
+fn percent_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for at in memchr::memchr_iter(b'%', data) {
+        if out.last().is_some_and(|&(_, end)| at < end) {
+            continue;
+        }
+        let escape = data.get(at + 1).is_some_and(|&b| is(b, HEX))
+            && data.get(at + 2).is_some_and(|&b| is(b, HEX));
+        if !escape {
+            continue;
+        }
+        let start = data[..at]
+            .iter()
+            .rposition(|&b| is(b, BREAK))
+            .map_or(0, |i| i + 1);
+        let end = data[at..]
+            .iter()
+            .position(|&b| is(b, BREAK))
+            .map_or(data.len(), |i| at + i);
+        out.push((start, end));
+    }
+    out
+}
+
+/// Maximal runs of at least `min` base64 bytes, as `(start, end)`.
+fn base64_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < data.len() {
-        if !pred(data[i]) {
+        if !is(data[i], BASE64) {
             i += 1;
             continue;
         }
         let start = i;
-        while i < data.len() && pred(data[i]) {
+        while i < data.len() && is(data[i], BASE64) {
             i += 1;
         }
         if i - start >= min {
@@ -107,6 +163,14 @@ fn runs(data: &[u8], pred: fn(u8) -> bool, min: usize) -> Vec<(usize, usize)> {
 /// Decode one run. The run is the encoded blob as it stands, so its start is the blob's start
 /// and the alignment is right; a token inside the decoded bytes may sit at any offset.
 fn base64_view(run: &[u8], offset: usize) -> Option<View> {
+    // Base64 of anything is mixed-case: 24 random base64 characters without an upper-case
+    // (or without a lower-case) letter come up about once in 250,000. A run without both is
+    // a snake_case identifier, a word or a number, not worth decoding.
+    let upper = run.iter().any(u8::is_ascii_uppercase);
+    let lower = run.iter().any(u8::is_ascii_lowercase);
+    if !(upper && lower) {
+        return None;
+    }
     let body: Vec<u8> = run.iter().copied().filter(|&b| b != b'=').collect();
     // A run of letters and digits only is as likely an identifier; it still decodes, cheaply.
     let url = body.iter().any(|&b| b == b'-' || b == b'_');
@@ -135,21 +199,31 @@ fn base64_view(run: &[u8], offset: usize) -> Option<View> {
 /// Runs of at least [`MIN_HEX_BYTES`] hex-digit pairs, with no delimiter or one consistent
 /// delimiter (`:`, `-` or a space) between pairs: `(start, end, decoded)`.
 fn hex_runs(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
-    let hex = |j: usize| data.get(j).is_some_and(u8::is_ascii_hexdigit);
+    let hex = |j: usize| data.get(j).is_some_and(|&b| is(b, HEX));
     let mut out = Vec::new();
     let mut i = 0;
-    while i + 1 < data.len() {
-        if !hex(i) || !hex(i + 1) || (i > 0 && hex(i - 1)) {
+    while i < data.len() {
+        // One look per byte: skip to the next run of hex digits, measure it, and decode only
+        // a run long enough to matter (most are a word's "de") or a pair that a delimiter
+        // follows (`de:ad:be:ef`).
+        if !is(data[i], HEX) {
             i += 1;
             continue;
         }
         let start = i;
+        let mut run_end = i;
+        while run_end < data.len() && is(data[run_end], HEX) {
+            run_end += 1;
+        }
         let delimiter = data
-            .get(i + 2)
+            .get(start + 2)
             .copied()
-            .filter(|b| matches!(b, b':' | b'-' | b' '));
-        // Measure first; decode only runs long enough to matter (most are a word's "de").
-        let (mut j, mut pairs) = (i, 0);
+            .filter(|b| run_end == start + 2 && matches!(b, b':' | b'-' | b' '));
+        if run_end - start < 2 * MIN_HEX_BYTES && delimiter.is_none() {
+            i = run_end;
+            continue;
+        }
+        let (mut j, mut pairs) = (start, 0);
         while hex(j) && hex(j + 1) {
             pairs += 1;
             j += 2;
@@ -169,7 +243,7 @@ fn hex_runs(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
                 .collect();
             out.push((start, j, bytes));
         }
-        i = j.max(i + 1);
+        i = j.max(run_end);
     }
     out
 }
@@ -232,7 +306,7 @@ mod tests {
 
     #[test]
     fn the_budget_bounds_what_is_decoded() {
-        let blob = base64::engine::general_purpose::STANDARD.encode([7u8; 300]);
+        let blob = base64::engine::general_purpose::STANDARD.encode([b'x'; 300]);
         let mut budget = 100;
         assert!(views(blob.as_bytes(), &mut budget).is_empty());
         let mut budget = 1000;
