@@ -1,9 +1,10 @@
 //! The secret (DLP) scanner shared by pipelock (HTTP requests) and git-gate (pushed content).
 //!
 //! Two kinds of secret are found:
-//! - **known token formats** ([`rules::RULES`]: AWS keys, GitHub/GitLab/Slack tokens, private-key
-//!   blocks, JWTs, cloud API keys, and `key=`/`token=`/`secret=`/`password=` assignments whose
-//!   value has high Shannon entropy);
+//! - **known token formats** ([`rules::RULES`]: cloud, AI, code-hosting/CI and SaaS tokens,
+//!   private-key blocks, JWTs, card numbers, IBANs, seed phrases and Bitcoin/Ethereum keys — the
+//!   last ones checked by their checksums ([`validators`]) — and `key=`/`token=`/`secret=`/
+//!   `password=` assignments whose value has high Shannon entropy);
 //! - **configured values** (the contents of files that must never leave, see
 //!   [`values_from_text`]) in raw, base64 (standard and URL-safe, any alignment), base32,
 //!   hex (either case) and URL-encoded form.
@@ -24,6 +25,7 @@
 //! | [`literals`] | configured values: which a secret file yields, and their encoded forms |
 //! | [`encodings`] | base64 / hex / percent-encoded views of a buffer (nested, bounded) |
 //! | [`names`] | data hidden in host labels and URL path segments (no keyword to anchor on) |
+//! | [`validators`] | checksums a shape cannot express: Luhn, IBAN mod 97, BIP-39, base58check, GitHub CRC-32 |
 
 #![deny(missing_docs)]
 
@@ -32,6 +34,7 @@ pub mod engine;
 pub mod literals;
 pub mod names;
 pub mod rules;
+pub mod validators;
 
 pub use encodings::percent_decode;
 pub use engine::{shannon_entropy, Finding, Scanner, ScannerError, SecretConfig};
