@@ -140,22 +140,39 @@ fn percent_runs(data: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
-/// Maximal runs of at least `min` base64 bytes, as `(start, end)`.
+/// Maximal runs of at least `min` base64 bytes, as `(start, end)`. Probes every `min`-th
+/// byte (each such run covers one probe) and measures a run only around a probe inside one.
 fn base64_runs(data: &[u8], min: usize) -> Vec<(usize, usize)> {
+    probed_runs(data, min, |b| is(b, BASE64))
+        .into_iter()
+        .filter(|(s, e)| e - s >= min)
+        .collect()
+}
+
+/// The maximal runs of bytes in `class` that hold one of the probes at every `step`-th
+/// byte: every run of at least `step` bytes is among them.
+fn probed_runs(data: &[u8], step: usize, class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        if !is(data[i], BASE64) {
-            i += 1;
+    let step = step.max(1);
+    let (mut probe, mut floor) = (step - 1, 0);
+    while probe < data.len() {
+        if !class(data[probe]) {
+            probe += step;
             continue;
         }
-        let start = i;
-        while i < data.len() && is(data[i], BASE64) {
-            i += 1;
+        let mut start = probe;
+        while start > floor && class(data[start - 1]) {
+            start -= 1;
         }
-        if i - start >= min {
-            out.push((start, i));
+        let mut end = probe + 1;
+        while end < data.len() && class(data[end]) {
+            end += 1;
         }
+        out.push((start, end));
+        floor = end;
+        // The next run starts after `end` (not in the class); one of at least `step` bytes
+        // covers `end + step`.
+        probe = end + step;
     }
     out
 }
@@ -196,9 +213,26 @@ fn base64_view(run: &[u8], offset: usize) -> Option<View> {
     })
 }
 
+/// Runs of at least [`MIN_HEX_BYTES`] hex-digit pairs (see [`hex_runs_in`]), looked for only
+/// in the stretches of hex digits and delimiters that a probe every `2 × MIN_HEX_BYTES` bytes
+/// lands in (a run that long covers one).
+fn hex_runs(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
+    let class = |b: u8| is(b, HEX) || matches!(b, b':' | b'-' | b' ');
+    let mut out = Vec::new();
+    for (start, end) in probed_runs(data, 2 * MIN_HEX_BYTES, class) {
+        if end - start < 2 * MIN_HEX_BYTES {
+            continue;
+        }
+        for (s, e, bytes) in hex_runs_in(&data[start..end]) {
+            out.push((start + s, start + e, bytes));
+        }
+    }
+    out
+}
+
 /// Runs of at least [`MIN_HEX_BYTES`] hex-digit pairs, with no delimiter or one consistent
 /// delimiter (`:`, `-` or a space) between pairs: `(start, end, decoded)`.
-fn hex_runs(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
+fn hex_runs_in(data: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
     let hex = |j: usize| data.get(j).is_some_and(|&b| is(b, HEX));
     let mut out = Vec::new();
     let mut i = 0;

@@ -83,6 +83,31 @@ pub struct Scanner {
     allow: Option<Allow>,
 }
 
+/// Buffers up to this size are matched whole; in larger ones each rule's regex runs only in
+/// windows around its anchors, so one `key` in a megabyte does not run the generic rule over
+/// all of it.
+const WHOLE_BUFFER: usize = 16 << 10;
+/// A window reaches at least this far before its anchor and after it (a key, its assignment
+/// and a 256-character value; a seed phrase over a few lines), then out to whole lines.
+const WINDOW_BEFORE: usize = 512;
+const WINDOW_AFTER: usize = 2048;
+/// A window made of whole lines is cut to this much around its anchor on very long lines
+/// (minified code), far beyond the longest token format.
+const WINDOW_LIMIT: usize = 64 << 10;
+
+/// The part of `data` a rule anchored at `start..end` is matched in: whole lines from
+/// [`WINDOW_BEFORE`] before the anchor to [`WINDOW_AFTER`] after it, within [`WINDOW_LIMIT`].
+fn window(data: &[u8], start: usize, end: usize) -> (usize, usize) {
+    let from = start.saturating_sub(WINDOW_BEFORE);
+    let to = (end + WINDOW_AFTER).min(data.len());
+    let line_start = memchr::memrchr(b'\n', &data[..from]).map_or(0, |i| i + 1);
+    let line_end = memchr::memchr(b'\n', &data[to..]).map_or(data.len(), |i| to + i + 1);
+    (
+        line_start.max(start.saturating_sub(WINDOW_LIMIT)),
+        line_end.min(end + WINDOW_LIMIT).min(data.len()),
+    )
+}
+
 /// The operator's allowlist, compiled (see [`SecretConfig::allow_regexes`]).
 struct Allow {
     regexes: regex::bytes::RegexSet,
@@ -283,90 +308,38 @@ impl Scanner {
 
     fn find_raw(&self, data: &[u8], first_only: bool, specific_only: bool) -> Vec<Finding> {
         let mut out = Vec::new();
-        let mut candidates = vec![false; RULES.len()];
-        let mut any = false;
+        // Per candidate rule, the windows around its anchors (merged as they come: the
+        // overlapping search reports matches in order of their ends).
+        let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); RULES.len()];
+        let whole = data.len() <= WHOLE_BUFFER;
         for m in self.anchors.find_overlapping_iter(data) {
             let rule = self.anchor_rule[m.pattern().as_usize()];
-            if !candidates[rule] {
-                candidates[rule] = true;
-                any = true;
+            let list = &mut windows[rule];
+            if whole {
+                if list.is_empty() {
+                    list.push((0, data.len()));
+                }
+                continue;
+            }
+            if list.last().is_some_and(|&(_, end)| m.start() < end) {
+                continue;
+            }
+            let (start, end) = window(data, m.start(), m.end());
+            match list.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => list.push((start, end)),
             }
         }
-        if any {
-            for (i, rule) in RULES.iter().enumerate() {
-                if !candidates[i] || (specific_only && is_generic(rule.name)) {
-                    continue;
-                }
-                let regex = &self.rules[i].regex;
-                match rule.check {
-                    Check::None => {
-                        for m in regex.find_iter(data) {
-                            out.push(self.finding(rule, m.start(), m.as_bytes()));
-                            if first_only {
-                                break;
-                            }
-                        }
-                    }
-                    Check::Entropy => {
-                        for caps in regex.captures_iter(data) {
-                            let whole = caps.get(0).map(|m| (m.start(), m.as_bytes()));
-                            if caps.len() > 2
-                                && caps.get(1).is_some_and(|k| benign_key(k.as_bytes()))
-                            {
-                                continue;
-                            }
-                            let value = caps.get(caps.len() - 1).or_else(|| caps.get(0));
-                            let (Some((start, bytes)), Some(value)) = (whole, value) else {
-                                continue;
-                            };
-                            let v = value.as_bytes();
-                            // A password in a URL is a credential even when it is not random.
-                            let (v, threshold) = match rule.name {
-                                "url-credentials" => {
-                                    (password_of_url(v), self.entropy_threshold.min(3.0))
-                                }
-                                "command-line-credential" => (v, self.entropy_threshold.min(2.5)),
-                                _ => (v, self.entropy_threshold),
-                            };
-                            if looks_random(v, threshold) {
-                                out.push(self.finding(rule, start, bytes));
-                                if first_only {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    // The shape fires; the excerpt says whether GitHub's checksum holds.
-                    Check::GithubCrc32 => {
-                        for m in regex.find_iter(data) {
-                            let mut f = self.finding(rule, m.start(), m.as_bytes());
-                            match crate::validators::github_checksum(m.as_bytes()) {
-                                Some(true) => f.redacted.push_str(", checksum valid"),
-                                Some(false) => f.redacted.push_str(", checksum mismatch"),
-                                None => {}
-                            }
-                            out.push(f);
-                            if first_only {
-                                break;
-                            }
-                        }
-                    }
-                    // The validated value (the last group, else the match) is the finding: the
-                    // keyword that anchored it is context, not secret.
-                    Check::Luhn | Check::Mod97 | Check::Bip39 | Check::Base58 => {
-                        for caps in regex.captures_iter(data) {
-                            let Some(value) = caps.get(caps.len() - 1).or_else(|| caps.get(0))
-                            else {
-                                continue;
-                            };
-                            if crate::validators::validate(rule.check, value.as_bytes()) {
-                                out.push(self.finding(rule, value.start(), value.as_bytes()));
-                                if first_only {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+        for (i, rule) in RULES.iter().enumerate() {
+            if windows[i].is_empty() || (specific_only && is_generic(rule.name)) {
+                continue;
+            }
+            let regex = &self.rules[i].regex;
+            for &(base, end) in &windows[i] {
+                let found = out.len();
+                self.match_rule(rule, regex, &data[base..end], base, first_only, &mut out);
+                if first_only && out.len() > found {
+                    break;
                 }
             }
         }
@@ -385,6 +358,83 @@ impl Scanner {
             }
         }
         out
+    }
+
+    /// The findings of `rule` in `slice`, which starts at `base` of the scanned buffer.
+    fn match_rule(
+        &self,
+        rule: &'static Rule,
+        regex: &Regex,
+        slice: &[u8],
+        base: usize,
+        first_only: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        match rule.check {
+            Check::None => {
+                for m in regex.find_iter(slice) {
+                    out.push(self.finding(rule, base + m.start(), m.as_bytes()));
+                    if first_only {
+                        break;
+                    }
+                }
+            }
+            Check::Entropy => {
+                for caps in regex.captures_iter(slice) {
+                    let whole = caps.get(0).map(|m| (base + m.start(), m.as_bytes()));
+                    if caps.len() > 2 && caps.get(1).is_some_and(|k| benign_key(k.as_bytes())) {
+                        continue;
+                    }
+                    let value = caps.get(caps.len() - 1).or_else(|| caps.get(0));
+                    let (Some((start, bytes)), Some(value)) = (whole, value) else {
+                        continue;
+                    };
+                    let v = value.as_bytes();
+                    // A password in a URL is a credential even when it is not random.
+                    let (v, threshold) = match rule.name {
+                        "url-credentials" => (password_of_url(v), self.entropy_threshold.min(3.0)),
+                        "command-line-credential" => (v, self.entropy_threshold.min(2.5)),
+                        _ => (v, self.entropy_threshold),
+                    };
+                    if looks_random(v, threshold) {
+                        out.push(self.finding(rule, start, bytes));
+                        if first_only {
+                            break;
+                        }
+                    }
+                }
+            }
+            // The shape fires; the excerpt says whether GitHub's checksum holds.
+            Check::GithubCrc32 => {
+                for m in regex.find_iter(slice) {
+                    let mut f = self.finding(rule, base + m.start(), m.as_bytes());
+                    match crate::validators::github_checksum(m.as_bytes()) {
+                        Some(true) => f.redacted.push_str(", checksum valid"),
+                        Some(false) => f.redacted.push_str(", checksum mismatch"),
+                        None => {}
+                    }
+                    out.push(f);
+                    if first_only {
+                        break;
+                    }
+                }
+            }
+            // The validated value (the last group, else the match) is the finding: the
+            // keyword that anchored it is context, not secret.
+            Check::Luhn | Check::Mod97 | Check::Bip39 | Check::Base58 => {
+                for caps in regex.captures_iter(slice) {
+                    let Some(value) = caps.get(caps.len() - 1).or_else(|| caps.get(0)) else {
+                        continue;
+                    };
+                    if crate::validators::validate(rule.check, value.as_bytes()) {
+                        out.push(self.finding(rule, base + value.start(), value.as_bytes()));
+                        if first_only {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn finding(&self, rule: &'static Rule, offset: usize, bytes: &[u8]) -> Finding {

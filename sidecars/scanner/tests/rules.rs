@@ -1431,3 +1431,134 @@ fn benign_corpus_passes() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+// ---- the encoding matrix ----
+
+/// Shape rules (`key = value`, `Bearer …`, `user:pass@`, `curl -u`) are not looked for in
+/// decoded bytes (decoded binary is no place for them); every token format is.
+const SHAPES: [&str; 4] = [
+    "generic-secret",
+    "bearer-token",
+    "url-credentials",
+    "command-line-credential",
+];
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn b64url(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn hex_with(data: &[u8], delimiter: &str, upper: bool) -> String {
+    data.iter()
+        .map(|b| {
+            if upper {
+                format!("{b:02X}")
+            } else {
+                format!("{b:02x}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(delimiter)
+}
+
+/// Every byte as `%XX` (what a client that escapes everything sends).
+fn percent_all(data: &[u8]) -> String {
+    data.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Each encoding the scanner must see through, by name, applied to `text`.
+fn encodings_of(text: &str) -> Vec<(String, String)> {
+    let t = text.as_bytes();
+    let mut out = vec![
+        ("base64".to_string(), b64(t)),
+        // The token at every alignment inside the encoded blob.
+        (
+            "base64, 1-byte prefix".into(),
+            b64(format!(" {text}").as_bytes()),
+        ),
+        (
+            "base64, 2-byte prefix".into(),
+            b64(format!("; {text}").as_bytes()),
+        ),
+        ("base64url".into(), b64url(format!("?{text}").as_bytes())),
+        ("hex".into(), hex_with(t, "", false)),
+        ("HEX".into(), hex_with(t, "", true)),
+        ("hex with :".into(), hex_with(t, ":", false)),
+        ("hex with -".into(), hex_with(t, "-", true)),
+        ("hex with spaces".into(), hex_with(t, " ", false)),
+        ("percent".into(), percent_all(t)),
+        (
+            "percent twice".into(),
+            percent_all(percent_all(t).as_bytes()),
+        ),
+        (
+            "percent three times".into(),
+            percent_all(percent_all(percent_all(t).as_bytes()).as_bytes()),
+        ),
+        (
+            "base64 of hex".into(),
+            b64(hex_with(t, "", false).as_bytes()),
+        ),
+        (
+            "hex of base64".into(),
+            hex_with(b64(t).as_bytes(), "", false),
+        ),
+        ("percent of base64".into(), percent_all(b64(t).as_bytes())),
+        ("base64 of percent".into(), b64(percent_all(t).as_bytes())),
+        ("base64 of base64".into(), b64(b64(t).as_bytes())),
+    ];
+    // In context: a JSON value and a query parameter.
+    let e = b64(t);
+    out.push(("base64 in JSON".into(), format!("{{\"data\": \"{e}\"}}")));
+    out.push(("base64 in a query".into(), format!("/upload?d={e}&x=1")));
+    out
+}
+
+#[test]
+fn every_token_format_is_found_in_every_encoding() {
+    let s = scanner();
+    let mut failures = Vec::new();
+    let mut checked = BTreeSet::new();
+    for case in positives() {
+        if SHAPES.contains(&case.rule) || case.text.len() > 4096 {
+            continue;
+        }
+        checked.insert(case.rule);
+        for (encoding, text) in encodings_of(&case.text) {
+            let all = s.scan_all(text.as_bytes());
+            match all.iter().find(|f| f.rule == case.rule) {
+                None => failures.push(format!(
+                    "{} in {encoding}: not found (found {:?})",
+                    case.rule,
+                    all.iter().map(|f| f.rule).collect::<Vec<_>>()
+                )),
+                Some(f)
+                    if f.redacted
+                        .contains(&case.secret[..case.secret.len().min(6)]) =>
+                {
+                    failures.push(format!(
+                        "{} in {encoding}: excerpt {} shows it",
+                        case.rule, f.redacted
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // Every token format took part.
+    let formats: BTreeSet<&str> = rule_names().filter(|r| !SHAPES.contains(r)).collect();
+    let missing: Vec<_> = formats.difference(&checked).collect();
+    assert!(
+        missing.is_empty(),
+        "rules without a positive in the matrix: {missing:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
