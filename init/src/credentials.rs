@@ -9,6 +9,11 @@
 //! `$CREDENTIALS_DIRECTORY/<name>`; no other uid can open another daemon's directory, and no
 //! daemon ever holds a path to the originals.
 //!
+//! Rotation: `<root>/<daemon>` is a root-owned symlink to the current generation
+//! `<root>/<daemon>.<n>/`. On SIGHUP init reads the sources again for every daemon with a
+//! `reload_signal` ([`refresh`]), writes generation `n + 1` and swaps the link atomically
+//! before it signals the daemon, so the daemon's reload reads the new files.
+//!
 //! A source that is missing, not a regular file, or readable by group or others (as ssh
 //! refuses loose key files) stops init before anything starts, naming the file and the fix.
 
@@ -87,33 +92,146 @@ pub fn hand_out(plan: &mut Plan) -> Result<Vec<PathBuf>, CredentialError> {
         };
         ensure_root(&root).map_err(|e| prepare(&root, e))?;
         let dir = root.join(&d.name);
-        clear(&dir).map_err(|e| prepare(&dir, e))?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| prepare(&dir, e))?;
-        let (uid, gid) = (Some(Uid::from_raw(user.uid)), Some(Gid::from_raw(user.gid)));
-        for (name, bytes) in contents {
-            let path = dir.join(&name);
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o400)
-                .open(&path)
-                .map_err(|e| prepare(&path, e))?;
-            f.write_all(&bytes).map_err(|e| prepare(&path, e))?;
-            drop(f);
-            chown(&path, uid, gid).map_err(|e| prepare(&path, e.into()))?;
-        }
-        // Mode first: once the directory is the daemon's, root (no CAP_FOWNER) cannot chmod it.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o500))
-            .map_err(|e| prepare(&dir, e))?;
-        chown(&dir, uid, gid).map_err(|e| prepare(&dir, e.into()))?;
+        clear_all(&root, &d.name).map_err(|e| prepare(&dir, e))?;
+        let generation = write_generation(&root, &d.name, user.uid, user.gid, contents, 1)
+            .map_err(|(path, e)| prepare(&path, e))?;
+        point_at(&root, &d.name, &generation).map_err(|e| prepare(&dir, e))?;
         d.env
             .insert(CREDENTIALS_ENV.to_string(), dir.display().to_string());
         made.push(dir);
     }
     Ok(made)
+}
+
+/// Writes one generation of a daemon's credentials, `<root>/<daemon>.<gen>/`: the directory
+/// `0500` and the files `0400`, all the daemon's. On failure, the path that failed.
+fn write_generation(
+    root: &Path,
+    daemon: &str,
+    uid: u32,
+    gid: u32,
+    contents: Vec<(String, Vec<u8>)>,
+    gen: u64,
+) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+    let dir = root.join(format!("{daemon}.{gen}"));
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| (path, e)
+    };
+    clear(&dir).map_err(at(&dir))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(at(&dir))?;
+    let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    for (name, bytes) in contents {
+        let path = dir.join(&name);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(at(&path))?;
+        f.write_all(&bytes).map_err(at(&path))?;
+        drop(f);
+        chown(&path, uid, gid).map_err(|e| (path.clone(), e.into()))?;
+    }
+    // Mode first: once the directory is the daemon's, root (no CAP_FOWNER) cannot chmod it.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o500)).map_err(at(&dir))?;
+    chown(&dir, uid, gid).map_err(|e| (dir.clone(), e.into()))?;
+    Ok(dir)
+}
+
+/// Points `<root>/<daemon>` (what `CREDENTIALS_DIRECTORY` names) at `generation`, atomically:
+/// a new symlink renamed over the old one, so a daemon reading a file sees one generation or
+/// the other, never a half-written one. The link is root's, in root's `0711` directory: no
+/// daemon can repoint it.
+fn point_at(root: &Path, daemon: &str, generation: &Path) -> std::io::Result<()> {
+    let target = generation
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("generation without a name"))?;
+    let tmp = root.join(format!(".{daemon}.link"));
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, root.join(daemon))
+}
+
+/// Removes `<root>/<daemon>` (a link, or a directory of an older layout) and every
+/// generation directory of the daemon except `keep`.
+fn clear_generations(root: &Path, daemon: &str, keep: Option<&Path>) -> std::io::Result<()> {
+    let prefix = format!("{daemon}.");
+    for entry in fs::read_dir(root)?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let generation = name
+            .strip_prefix(&prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if generation && keep != Some(entry.path().as_path()) {
+            clear(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything of `daemon` under `root`, before a first hand-out.
+fn clear_all(root: &Path, daemon: &str) -> std::io::Result<()> {
+    let link = root.join(daemon);
+    match fs::symlink_metadata(&link) {
+        Ok(m) if m.file_type().is_symlink() => fs::remove_file(&link)?,
+        Ok(_) => clear(&link)?,
+        Err(_) => {}
+    }
+    clear_generations(root, daemon, None)
+}
+
+/// Hands every daemon that has credentials and a `reload_signal` a new generation of them
+/// (init does this on SIGHUP, before it forwards the reload signal): the sources are read
+/// again and `CREDENTIALS_DIRECTORY` is repointed, so a rotated credential reaches the daemon
+/// without a restart. A source that cannot be read or is unsafe keeps the daemon's current
+/// generation, with a warning naming the file and the fix. Returns the daemons refreshed.
+pub fn refresh(plan: &Plan, gen: u64) -> Vec<String> {
+    let root = &plan.credentials_root;
+    let mut refreshed = Vec::new();
+    for d in plan
+        .daemons
+        .iter()
+        .filter(|d| !d.credentials.is_empty() && d.reload_signal.is_some())
+    {
+        let Some(user) = d.user else { continue };
+        let contents: Result<Vec<_>, _> = d
+            .credentials
+            .iter()
+            .map(|(name, source)| Ok((name.clone(), read_source(&d.name, name, source)?)))
+            .collect();
+        let written = contents
+            .map_err(|e: CredentialError| e.to_string())
+            .and_then(|contents| {
+                write_generation(root, &d.name, user.uid, user.gid, contents, gen)
+                    .map_err(|(path, e)| format!("cannot write {}: {e}", path.display()))
+            })
+            .and_then(|generation| {
+                point_at(root, &d.name, &generation)
+                    .map_err(|e| format!("cannot repoint {}: {e}", root.join(&d.name).display()))?;
+                Ok(generation)
+            });
+        match written {
+            Ok(generation) => {
+                if let Err(e) = clear_generations(root, &d.name, Some(&generation)) {
+                    tracing::warn!("credentials of {}: an old generation remains: {e}", d.name);
+                }
+                tracing::info!("credentials of {} read again (generation {gen})", d.name);
+                refreshed.push(d.name.clone());
+            }
+            Err(why) => {
+                tracing::warn!("credentials of {} kept as they were: {why}", d.name);
+                let _ = clear(&root.join(format!("{}.{gen}", d.name)));
+            }
+        }
+    }
+    refreshed
 }
 
 fn read_source(daemon: &str, name: &str, source: &Path) -> Result<Vec<u8>, CredentialError> {

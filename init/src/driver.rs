@@ -113,6 +113,8 @@ pub async fn run(
     let mut sup = Supervisor::new(&plan);
     let mut relays = JoinSet::new();
     let mut queue = VecDeque::from([Event::Start]);
+    // hand_out wrote generation 1 of every daemon's credentials.
+    let mut credential_generation: u64 = 1;
     let code = 'run: loop {
         while let Some(ev) = queue.pop_front() {
             for act in sup.handle(ev, Instant::now()) {
@@ -219,6 +221,12 @@ pub async fn run(
                         }
                     }
                 } else {
+                    if sig == Signal::SIGHUP {
+                        // A reload: hand out the credentials again before the daemons are told
+                        // to reload, so they read the rotated ones.
+                        credential_generation += 1;
+                        crate::credentials::refresh(&plan, credential_generation);
+                    }
                     queue.push_back(Event::Signal(sig));
                 }
             }

@@ -37,6 +37,17 @@ enum Sub {
     CheckConfig(CheckConfig),
     Health(Health),
     Status(Status),
+    Reload(Reload),
+}
+
+#[derive(FromArgs)]
+/// Ask the running init to reload: every daemon with a reload_signal gets its credentials
+/// handed out again (rotated files reach it), then that signal. Sends SIGHUP to init.
+#[argh(subcommand, name = "reload")]
+struct Reload {
+    /// pid of the running init (default 1: init is PID 1 of the container)
+    #[argh(option, default = "1")]
+    pid: i32,
 }
 
 #[derive(FromArgs)]
@@ -137,6 +148,22 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Some(Sub::Status(s)) => {
             let socket = client_socket(s.socket.or(cli.socket), s.config.or(cli.config));
             status(&socket, s.json)
+        }
+        Some(Sub::Reload(r)) => reload(r.pid),
+    }
+}
+
+/// `sidecar-init reload`: SIGHUP to the running init.
+fn reload(pid: i32) -> Result<i32, Error> {
+    use nix::sys::signal::{kill, Signal};
+    match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP) {
+        Ok(()) => {
+            println!("reload requested (SIGHUP to init, pid {pid})");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("sidecar-init reload: cannot signal pid {pid}: {e} (run it in the sidecars container, as root)");
+            Ok(1)
         }
     }
 }

@@ -135,3 +135,65 @@ fn check_config_refuses_credentials_without_a_user_and_bad_names() {
         assert!(f.err.contains(needle), "missing {needle:?} in\n{}", f.err);
     }
 }
+
+#[test]
+fn sighup_hands_out_rotated_credentials_before_the_reload_and_keeps_them_on_a_bad_source() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Dir::new();
+    let src = secret(&dir, "src", 0o400);
+    dir.config(serde_json::json!({
+        "credentials_root": dir.path("creds"),
+        "daemons": [{
+            "name": "d", "user": "10050:10050", "reload_signal": "SIGHUP",
+            "argv": ["/bin/sh", "-c", "trap '' HUP; while :; do sleep 1; done"],
+            "credentials": {"token": src}
+        }]
+    }));
+    let init = Init::supervise(Mode::Subreaper, &dir, &[]);
+    let copy = dir.path("creds/d/token");
+    let read = || std::fs::read_to_string(&copy).ok();
+    support::poll("the first copy", Duration::from_secs(5), || {
+        (read().as_deref() == Some("the-secret-value\n")).then_some(())
+    });
+    support::poll("the daemon", Duration::from_secs(5), || {
+        support::daemon_state(&dir, "d").filter(|s| s == "running")
+    });
+    // Rotated in place on the host (the file stays root's 0400), then a reload.
+    std::fs::write(&src, "the-rotated-value\n").expect("rotate");
+    init.signal(1);
+    support::poll("the rotated copy", Duration::from_secs(5), || {
+        (read().as_deref() == Some("the-rotated-value\n")).then_some(())
+    });
+    let link = std::fs::read_link(dir.path("creds/d")).expect("a link");
+    assert_eq!(link, std::path::PathBuf::from("d.2"));
+    assert!(
+        !dir.path("creds/d.1").exists(),
+        "the old generation is removed"
+    );
+    let m = std::fs::metadata(&copy).expect("copy");
+    assert_eq!((m.uid(), m.mode() & 0o777), (10050, 0o400));
+    let d = std::fs::metadata(dir.path("creds/d")).expect("generation dir");
+    assert_eq!((d.uid(), d.mode() & 0o777), (10050, 0o500));
+    // A source made loose is refused: the daemon keeps what it has.
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(&src, "a-value-never-handed-out\n").expect("write");
+    init.signal(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read().as_deref(), Some("the-rotated-value\n"));
+    assert_eq!(support::daemon_state(&dir, "d").as_deref(), Some("running"));
+    init.signal(15);
+    let f = init.finish(Duration::from_secs(10));
+    assert_eq!(f.code, Some(0), "{}", f.err);
+    assert!(
+        f.err.contains("credentials of d kept as they were") && f.err.contains("chmod 0400"),
+        "{}",
+        f.err
+    );
+    assert!(
+        !f.err.contains("rotated-value") && !f.err.contains("never-handed-out"),
+        "{}",
+        f.err
+    );
+}

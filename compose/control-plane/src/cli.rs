@@ -45,6 +45,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// `kill-switch`
     KillSwitch(KillSwitchArgs),
+    /// `reload`
+    Reload(ReloadArgs),
+}
+
+/// Reload a running bottle without a restart: sidecar-init hands pipelock and egress their
+/// credentials again from the mounted files (rotate a credential by rewriting its file in
+/// place: `cat new > FILE`), and they re-read configs, routes and vault; a bad file keeps the
+/// current state. A changed manifest needs `up`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reload")]
+pub struct ReloadArgs {
+    /// the bottle's slug
+    #[argh(positional)]
+    pub slug: String,
 }
 
 /// Engage (`on`) or release (`off`) a bottle's kill switch: pipelock and egress refuse every
@@ -460,6 +474,13 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
                 print_answer(&mut out, &ctl.packs_call(&a.slug, &a.name, input).await?);
             }
         },
+        Command::Reload(a) => {
+            ctl.reload(&a.slug).await?;
+            eprintln!(
+                "bottle {}: reload requested (credentials handed out again, pipelock and egress re-read theirs; `docker logs` says what each did)",
+                a.slug
+            );
+        }
         Command::KillSwitch(a) => {
             let engage = match a.state.as_str() {
                 "on" => true,

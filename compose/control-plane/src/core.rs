@@ -807,6 +807,30 @@ impl<R: Runtime> Controller<R> {
         Ok(())
     }
 
+    /// `reload`: asks the bottle's sidecar-init to reload (`sidecar-init reload`, run as root
+    /// in the sidecars container): every daemon with a reload signal — pipelock and egress —
+    /// gets its credentials handed out again from the mounted files (a credential file
+    /// rotated in place on the host reaches egress) and then re-reads its config, routes and
+    /// vault. A bad file keeps the daemon's current state, logged by the daemon.
+    pub async fn reload(&self, slug: &str) -> Result<(), ControlError> {
+        let record = self.known(slug).await?;
+        let argv: Vec<String> = [INIT_PATH, "reload"].map(String::from).to_vec();
+        let out = self
+            .runtime
+            .exec(&record.project, SIDECARS, &argv, Some("0:0"))
+            .await?;
+        if out.code != 0 {
+            return Err(RuntimeError::Failed {
+                command: argv.join(" "),
+                status: format!("exit code {}", out.code),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }
+            .into());
+        }
+        tracing::info!(slug, "reload requested");
+        Ok(())
+    }
+
     /// `packs call`.
     pub async fn packs_call(
         &self,

@@ -189,6 +189,44 @@ command = ["sleep", "infinity"]
         leak.stdout.trim_start().starts_with('0') && !leak.stdout.contains('/'),
         "the credential is visible in the agent: {leak:?}"
     );
+    // Rotation without a restart: the operator rewrites the credential file in place (the
+    // mount follows the inode) and asks for a reload; egress injects the new value next.
+    let started = || {
+        run(
+            "docker",
+            &["inspect", "-f", "{{.State.StartedAt}}", &b.sidecars()],
+        )
+        .stdout
+    };
+    let before = started();
+    let rotated = "e2e-token-rotated-8c4d1e";
+    std::fs::write(&cred, format!("{rotated}\n")).expect("rotate the credential in place");
+    b.cp(&["reload", &b.slug]).ok("reload");
+    wait_until(
+        "egress injects the rotated credential",
+        Duration::from_secs(15),
+        || {
+            sh(&format!("curl -sS --max-time 10 {url}"))
+                .stdout
+                .contains(e2e::WORLD_BODY)
+                && std::fs::read_to_string(&headers_log)
+                    .unwrap_or_default()
+                    .lines()
+                    .last()
+                    .is_some_and(|l| l.contains(&format!("Bearer {rotated}")))
+        },
+    );
+    assert_eq!(started(), before, "the sidecars container was restarted");
+    let logs = run("docker", &["logs", &b.sidecars()]);
+    let logs = format!("{}{}", logs.stdout, logs.stderr);
+    assert!(
+        logs.contains("credentials of egress read again"),
+        "init did not hand out the credentials again"
+    );
+    assert!(
+        !logs.contains(rotated) && !logs.contains(token),
+        "a credential value in the logs"
+    );
     // Not on the allowlist → 403 with the reason.
     let denied = sh("curl -s --max-time 10 -o /dev/null -w '%{http_code}' http://example.org/");
     assert_eq!(denied.stdout.trim(), "403", "{denied:?}");

@@ -233,6 +233,14 @@ impl<R: Runtime + 'static> Api<R> {
                     .map_err(control)?;
                 Ok(body::json(StatusCode::OK, &answer))
             }
+            Route::Reload(slug) => {
+                check_slug(&slug)?;
+                ctl.reload(&slug).await.map_err(control)?;
+                Ok(body::json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"slug": slug, "reload": "requested"}),
+                ))
+            }
             Route::KillSwitch(slug) => {
                 check_slug(&slug)?;
                 let bytes = self.read(req).await?;

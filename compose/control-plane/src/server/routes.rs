@@ -34,6 +34,8 @@ pub enum Route {
     Decide(String, String, bool),
     /// `PUT /v1/bottles/{slug}/kill-switch` (body `{"engaged": bool}`).
     KillSwitch(String),
+    /// `POST /v1/bottles/{slug}/reload`.
+    Reload(String),
 }
 
 /// Why a request matched no route.
@@ -82,6 +84,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         }
         ["v1", "bottles", slug, "kill-switch"] if !slug.is_empty() => {
             allow("PUT", Route::KillSwitch(seg(slug)))
+        }
+        ["v1", "bottles", slug, "reload"] if !slug.is_empty() => {
+            allow("POST", Route::Reload(seg(slug)))
         }
         ["v1", "bottles", slug, "approvals"] if !slug.is_empty() => {
             allow("GET", Route::Approvals(seg(slug)))
@@ -262,6 +267,14 @@ mod tests {
         assert_eq!(
             r(Method::POST, "/v1/bottles/a1/kill-switch"),
             Err(NoRoute::Method("PUT"))
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/bottles/a1/reload"),
+            Ok(Route::Reload("a1".into()))
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/bottles/a1/reload"),
+            Err(NoRoute::Method("POST"))
         );
         assert_eq!(
             r(Method::GET, "/v1/bottles/a1/approvals"),
