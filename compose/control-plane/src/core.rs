@@ -791,18 +791,7 @@ impl<R: Runtime> Controller<R> {
         ]
         .map(String::from)
         .to_vec();
-        let out = self
-            .runtime
-            .exec(&record.project, SIDECARS, &argv, Some("0:0"))
-            .await?;
-        if out.code != 0 {
-            return Err(RuntimeError::Failed {
-                command: argv.join(" "),
-                status: format!("exit code {}", out.code),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }
-            .into());
-        }
+        self.root_in_sidecars(&record.project, &argv).await?;
         tracing::warn!(slug, engaged = engage, "kill switch flipped");
         Ok(())
     }
@@ -815,9 +804,17 @@ impl<R: Runtime> Controller<R> {
     pub async fn reload(&self, slug: &str) -> Result<(), ControlError> {
         let record = self.known(slug).await?;
         let argv: Vec<String> = [INIT_PATH, "reload"].map(String::from).to_vec();
+        self.root_in_sidecars(&record.project, &argv).await?;
+        tracing::info!(slug, "reload requested");
+        Ok(())
+    }
+
+    /// Runs `argv` as root in the bottle's sidecars container (init's own tools: the kill
+    /// switch, reload); a non-zero exit is an error carrying its stderr.
+    async fn root_in_sidecars(&self, project: &str, argv: &[String]) -> Result<(), ControlError> {
         let out = self
             .runtime
-            .exec(&record.project, SIDECARS, &argv, Some("0:0"))
+            .exec(project, SIDECARS, argv, Some("0:0"))
             .await?;
         if out.code != 0 {
             return Err(RuntimeError::Failed {
@@ -827,7 +824,6 @@ impl<R: Runtime> Controller<R> {
             }
             .into());
         }
-        tracing::info!(slug, "reload requested");
         Ok(())
     }
 

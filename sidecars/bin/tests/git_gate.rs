@@ -634,6 +634,28 @@ fn secrets_in_messages_identities_tags_and_blob_refs_are_refused() {
     assert!(git::rev(&upstream, "refs/tags/v1").is_none());
 }
 
+/// `tar -czf OUT -C DIR MEMBER`.
+fn tar_gz(out: &Path, dir: &Path, member: &str) {
+    let st = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            out.to_str().unwrap(),
+            "-C",
+            dir.to_str().unwrap(),
+            member,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar {out:?}");
+}
+
+/// Adds `path`, commits it with `message` and pushes main: (accepted, what the client saw).
+fn commit_and_push(work: &Path, path: &str, message: &str) -> (bool, String) {
+    git::ok(work, &["add", path]);
+    git::ok(work, &["commit", "-qm", message]);
+    push(work, &["origin", "main"])
+}
+
 #[test]
 fn the_operators_dlp_allowlist_exempts_what_it_names_and_nothing_in_the_repo_can() {
     let dir = tempfile::tempdir().unwrap();
@@ -697,9 +719,7 @@ fn secrets_in_binary_files_and_archives_are_refused() {
     let mut blob = vec![0u8, 1, 2, 0, 255];
     blob.extend_from_slice(format!("\0key={AWS_KEY}\0").as_bytes());
     std::fs::write(work.join("data.bin"), &blob).unwrap();
-    git::ok(&work, &["add", "data.bin"]);
-    git::ok(&work, &["commit", "-qm", "binary"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    let (ok, err) = commit_and_push(&work, "data.bin", "binary");
     assert!(
         !ok && err.contains("file data.bin: aws-access-key"),
         "{err}"
@@ -714,21 +734,8 @@ fn secrets_in_binary_files_and_archives_are_refused() {
         format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"),
     )
     .unwrap();
-    let tgz = work.join("bundle.tgz");
-    let out = std::process::Command::new("tar")
-        .args([
-            "-czf",
-            tgz.to_str().unwrap(),
-            "-C",
-            dir.path().join("src").to_str().unwrap(),
-            "config",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    git::ok(&work, &["add", "bundle.tgz"]);
-    git::ok(&work, &["commit", "-qm", "archive"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    tar_gz(&work.join("bundle.tgz"), &dir.path().join("src"), "config");
+    let (ok, err) = commit_and_push(&work, "bundle.tgz", "archive");
     assert!(
         !ok && err.contains("file bundle.tgz!gunzip!config/aws.env: aws-access-key"),
         "{err}"
@@ -768,20 +775,8 @@ if {encrypted}:
     let nest = dir.path().join("nest");
     std::fs::create_dir_all(&nest).unwrap();
     zip_py(&nest.join("settings.zip"), false);
-    let out = std::process::Command::new("tar")
-        .args([
-            "-czf",
-            work.join("release.tgz").to_str().unwrap(),
-            "-C",
-            nest.to_str().unwrap(),
-            "settings.zip",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    git::ok(&work, &["add", "release.tgz"]);
-    git::ok(&work, &["commit", "-qm", "nested zip"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    tar_gz(&work.join("release.tgz"), &nest, "settings.zip");
+    let (ok, err) = commit_and_push(&work, "release.tgz", "nested zip");
     assert!(
         !ok && err
             .contains("file release.tgz!gunzip!settings.zip!conf/db.properties: generic-secret"),
@@ -791,9 +786,7 @@ if {encrypted}:
     // An encrypted zip cannot be scanned: refused, naming the member.
     git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
     zip_py(&work.join("secret.zip"), true);
-    git::ok(&work, &["add", "secret.zip"]);
-    git::ok(&work, &["commit", "-qm", "encrypted zip"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    let (ok, err) = commit_and_push(&work, "secret.zip", "encrypted zip");
     assert!(
         !ok && err.contains("secret.zip!") && err.contains("cannot be scanned"),
         "{err}"
@@ -814,16 +807,12 @@ if {encrypted}:
         .status()
         .unwrap();
     assert!(st.success());
-    git::ok(&work, &["add", "clean.zip"]);
-    git::ok(&work, &["commit", "-qm", "clean zip"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    let (ok, err) = commit_and_push(&work, "clean.zip", "clean zip");
     assert!(ok, "{err}");
     // A clean binary goes through.
     git::ok(&work, &["reset", "-q", "--hard", "origin/main"]);
     std::fs::write(work.join("logo.bin"), [0u8, 1, 2, 3, 0, 9, 8]).unwrap();
-    git::ok(&work, &["add", "logo.bin"]);
-    git::ok(&work, &["commit", "-qm", "logo"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    let (ok, err) = commit_and_push(&work, "logo.bin", "logo");
     assert!(ok, "{err}");
 }
 
@@ -858,9 +847,7 @@ fn pushes_over_the_size_limits_are_refused_naming_the_limit() {
             .collect();
         std::fs::write(work.join(format!("f{i}.txt")), bytes).unwrap();
     }
-    git::ok(&work, &["add", "."]);
-    git::ok(&work, &["commit", "-qm", "many"]);
-    let (ok, err) = push(&work, &["origin", "main"]);
+    let (ok, err) = commit_and_push(&work, ".", "many");
     assert!(!ok && err.contains("over max_push_bytes (8000)"), "{err}");
     assert_eq!(
         git::rev(&upstream, "refs/heads/main"),
