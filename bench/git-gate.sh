@@ -37,6 +37,7 @@ pack_mb=$(du -sm "$T/upstream.git/objects" | cut -f1)
 gport=$(free_port); dport=$(free_port)
 cat > "$T/git-gate.json" <<JSON
 {"listen":"127.0.0.1:$gport","base_dir":"$T/mirrors","credentials_dir":"$T/creds",
+ "hooks_dir":"$PWD/sidecars/git-gate/hooks",
  "repos":[{"name":"big","upstream":"$T/upstream.git"}]}
 JSON
 SIDECARS_LOG=warn "$BIN" git-gate --config "$T/git-gate.json" & pids+=($!)
