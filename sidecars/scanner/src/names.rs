@@ -51,13 +51,33 @@ pub fn host_carries_data(host: &str) -> bool {
     } else {
         free.to_vec()
     };
-    let joined: Vec<u8> = judged
+    let original: Vec<u8> = judged
         .iter()
         .flat_map(|l| l.bytes())
         .filter(u8::is_ascii_alphanumeric)
-        .map(|b| b.to_ascii_lowercase())
         .collect();
-    longest_hex_run(&joined) >= HOST_HEX_RUN || random_alnum(&joined, HOST_RANDOM_RUN)
+    let joined = original.to_ascii_lowercase();
+    longest_hex_run(&joined) >= HOST_HEX_RUN
+        || random_alnum(&joined, HOST_RANDOM_RUN)
+        || case_switching(&original, HOST_RANDOM_RUN)
+}
+
+/// Upper and lower case switching the way base64 does (names are case-insensitive, but a
+/// query carries the bytes as sent): `aHVudGVyMmh1bnRlcjI`. Names people write switch case at
+/// word starts only (`MyCompanyServer`).
+fn case_switching(s: &[u8], min_len: usize) -> bool {
+    if s.len() < min_len
+        || !s.iter().any(u8::is_ascii_uppercase)
+        || !s.iter().any(u8::is_ascii_lowercase)
+    {
+        return false;
+    }
+    let class = |b: &u8| (b.is_ascii_uppercase(), b.is_ascii_digit());
+    let switches = s
+        .windows(2)
+        .filter(|w| class(&w[0]) != class(&w[1]))
+        .count();
+    switches * 100 >= s.len() * 40 && shannon_entropy(s) >= 3.5
 }
 
 /// Whether a URL `path` (as sent, percent-escapes allowed) holds a random segment.
@@ -140,6 +160,9 @@ mod tests {
             "k5qw4zlmn5xw2z3fnfzgk4tpmrzxi3lj.example.com",
             "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi.ipfs.dweb.link",
             "616b69616b6579313233343536.com",
+            // base64 of an AWS key id, and of a password, as labels
+            "QUtJQUlPU0ZPRE5ON0VYQU1QTEU.exfil.example.com",
+            "aHVudGVyMmh1bnRlcjI.exfil.example.com",
         ] {
             assert!(host_carries_data(host), "{host}");
         }
@@ -164,6 +187,9 @@ mod tests {
             "storage.googleapis.com",
             "s3.dualstack.us-west-2.amazonaws.com",
             "deadbeefcafefacadedecade.example.com",
+            "MyCompanyInternalServer01.corp.example.com",
+            "GitHub.com",
+            "Objects.GitHubUserContent.com",
             "10.0.0.1",
             "[2001:db8::1]",
             "localhost",
