@@ -59,25 +59,7 @@ pub fn host_carries_data(host: &str) -> bool {
     let joined = original.to_ascii_lowercase();
     longest_hex_run(&joined) >= HOST_HEX_RUN
         || random_alnum(&joined, HOST_RANDOM_RUN)
-        || case_switching(&original, HOST_RANDOM_RUN)
-}
-
-/// Upper and lower case switching the way base64 does (names are case-insensitive, but a
-/// query carries the bytes as sent): `aHVudGVyMmh1bnRlcjI`. Names people write switch case at
-/// word starts only (`MyCompanyServer`).
-fn case_switching(s: &[u8], min_len: usize) -> bool {
-    if s.len() < min_len
-        || !s.iter().any(u8::is_ascii_uppercase)
-        || !s.iter().any(u8::is_ascii_lowercase)
-    {
-        return false;
-    }
-    let class = |b: &u8| (b.is_ascii_uppercase(), b.is_ascii_digit());
-    let switches = s
-        .windows(2)
-        .filter(|w| class(&w[0]) != class(&w[1]))
-        .count();
-    switches * 100 >= s.len() * 40 && shannon_entropy(s) >= 3.5
+        || (original.len() >= HOST_RANDOM_RUN && base64_like(&original, false, 3.5))
 }
 
 /// Whether a URL `path` (as sent, percent-escapes allowed) holds a random segment.
@@ -91,7 +73,7 @@ pub fn path_carries_data(path: &[u8]) -> bool {
     };
     path.split(|&b| !(b.is_ascii_alphanumeric() || b"-_+".contains(&b)))
         .filter(|run| run.len() >= PATH_RANDOM_RUN)
-        .any(random_mixed_case)
+        .any(|run| base64_like(run, true, 4.0))
 }
 
 /// The longest run of hex digits in `s` holding at least [`MIN_HEX_DIGITS`] digits.
@@ -119,10 +101,12 @@ fn random_alnum(s: &[u8], min_len: usize) -> bool {
     digits >= 4 && letters >= 4 && switches * 5 >= s.len() && shannon_entropy(s) >= 3.5
 }
 
-/// Upper, lower and digits mixed the way base64/base62 mixes them. Hex (either case), UUIDs
-/// and single-case base32 lack one of the three classes; camelCase identifiers switch class
-/// at word boundaries only.
-fn random_mixed_case(run: &[u8]) -> bool {
+/// Upper case, lower case (and, with `digits`, digits) mixed the way base64/base62 mixes
+/// them: about 60% of neighbours differ in class, where camelCase or `MyCompanyServer`
+/// switches at word starts only (one in six or so). Hex (either case), UUIDs and single-case
+/// base32 lack a class. Names are judged without `digits` (base64 of a short password may hold
+/// none; a lookup carries the bytes as sent, case and all), path runs with them.
+fn base64_like(run: &[u8], digits: bool, min_entropy: f64) -> bool {
     let class = |b: &u8| match b {
         b'a'..=b'z' => 0,
         b'A'..=b'Z' => 1,
@@ -133,15 +117,14 @@ fn random_mixed_case(run: &[u8]) -> bool {
     for b in run {
         seen[class(b)] += 1;
     }
-    if seen[0] == 0 || seen[1] == 0 || seen[2] == 0 {
+    if seen[0] == 0 || seen[1] == 0 || (digits && seen[2] == 0) {
         return false;
     }
     let switches = run
         .windows(2)
         .filter(|w| class(&w[0]) != class(&w[1]))
         .count();
-    // Random base62: about 60% of neighbours differ in class; camelCase: one in six or so.
-    switches * 100 >= run.len() * 40 && shannon_entropy(run) >= 4.0
+    switches * 100 >= run.len() * 40 && shannon_entropy(run) >= min_entropy
 }
 
 #[cfg(test)]
