@@ -627,6 +627,9 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
         "/run/sidecars/credentials/egress/TOKEN".to_string(),
         "/run/sidecars/credentials/pipelock/TOKEN".to_string(),
         "/run/sidecars/credentials/pack-exec/operator-token".to_string(),
+        // The generation directories behind those links, named directly.
+        "/run/sidecars/credentials/egress.1/TOKEN".to_string(),
+        "/run/sidecars/credentials/egress.1/ca.key".to_string(),
         "/git/app.git/config".to_string(),
         "/git/app.git/HEAD".to_string(),
     ];
@@ -684,8 +687,13 @@ fn hostile_pack_cannot_read_write_signal_or_trace_another_room() {
         a.blocked(name, v.starts_with("blocked"), v);
     }
     // Another pack's files exist (the image ships cmd.upper, the bottle mounts it): a
-    // not-found would mean the attempt aimed at nothing, so only a refusal counts.
-    for path in OTHER_PACK_FILES {
+    // not-found would mean the attempt aimed at nothing, so only a refusal counts; the same
+    // for the credential generations init made (they exist: egress has both files).
+    let generations = [
+        "/run/sidecars/credentials/egress.1/TOKEN",
+        "/run/sidecars/credentials/egress.1/ca.key",
+    ];
+    for path in OTHER_PACK_FILES.iter().chain(&generations) {
         let name = format!("read {path}");
         let v = results.get(&name).and_then(|v| v.as_str()).unwrap_or("");
         a.blocked(
