@@ -174,6 +174,10 @@ pub enum ControlError {
         /// The slug asked for.
         slug: String,
     },
+    /// `reload` was asked for what only a start applies (the message names it and says to
+    /// run `up`); nothing was written.
+    #[error("{0}")]
+    NeedsUp(String),
     /// The host guard (firewall rule for the agent's network) could not be installed.
     #[error(transparent)]
     HostGuard(#[from] crate::host_guard::HostGuardError),
@@ -270,6 +274,7 @@ impl ControlError {
             ControlError::Manifest(_)
             | ControlError::Render(_)
             | ControlError::Usage(_)
+            | ControlError::NeedsUp(_)
             | ControlError::Credentials(_) => EXIT_USAGE,
             _ => EXIT_RUNTIME,
         }
@@ -283,6 +288,7 @@ impl ControlError {
             ControlError::Usage(_) => "usage",
             ControlError::UnknownBottle { .. } => "unknown_bottle",
             ControlError::Conflict { .. } => "conflict",
+            ControlError::NeedsUp(_) => "needs_up",
             ControlError::Runtime(_) => "runtime",
             ControlError::HostGuard(_) => "host_guard",
             ControlError::Io { .. } => "io",
@@ -307,7 +313,7 @@ impl ControlError {
             | ControlError::Usage(_)
             | ControlError::Credentials(_) => S::BAD_REQUEST,
             ControlError::UnknownBottle { .. } => S::NOT_FOUND,
-            ControlError::Conflict { .. } => S::CONFLICT,
+            ControlError::Conflict { .. } | ControlError::NeedsUp(_) => S::CONFLICT,
             ControlError::Runtime(e) if e.is_unreachable() => S::SERVICE_UNAVAILABLE,
             ControlError::Runtime(_)
             | ControlError::Unreachable { .. }

@@ -49,16 +49,21 @@ pub enum Command {
     Reload(ReloadArgs),
 }
 
-/// Reload a running bottle without a restart: sidecar-init hands pipelock and egress their
-/// credentials again from the mounted files (rotate a credential by rewriting its file in
-/// place: `cat new > FILE`), and they re-read configs, routes and vault; a bad file keeps the
-/// current state. A changed manifest needs `up`.
+/// Reload a running bottle without a restart: re-render it from its manifest (MANIFEST, else
+/// the one it was started from), rewrite pipelock's and egress's changed configs, and have
+/// sidecar-init hand them their credentials again from the mounted files (rotate a credential
+/// by rewriting its file in place: `cat new > FILE`) before they re-read configs, routes and
+/// vault; a bad file keeps the current state. A manifest that changes anything else
+/// (another daemon's config, the containers) is refused, naming it: run `up` for that.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "reload")]
 pub struct ReloadArgs {
     /// the bottle's slug
     #[argh(positional)]
     pub slug: String,
+    /// the manifest to re-render from (default: the one the bottle was started from)
+    #[argh(positional)]
+    pub manifest: Option<PathBuf>,
 }
 
 /// Engage (`on`) or release (`off`) a bottle's kill switch: pipelock and egress refuse every
@@ -337,6 +342,12 @@ pub struct PacksCall {
     pub stdin: bool,
 }
 
+/// A manifest named on the command line, by its absolute path: the bottle's record keeps it,
+/// and `reload` reads it again from wherever it runs.
+fn file_source(path: PathBuf) -> Source {
+    Source::File(std::path::absolute(&path).unwrap_or(path))
+}
+
 /// Run one command; output goes to stdout, notes to stderr.
 pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<(), ControlError> {
     let mut out = std::io::stdout().lock();
@@ -357,7 +368,7 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
         }
         Command::Up(args) => {
             let example = args.manifest.is_none();
-            let source = args.manifest.map(Source::File).unwrap_or(Source::Example);
+            let source = args.manifest.map(file_source).unwrap_or(Source::Example);
             let report = ctl.up(source).await?;
             for note in &report.notes {
                 eprintln!("note: {note}");
@@ -475,10 +486,15 @@ pub async fn run<R: Runtime>(ctl: &Controller<R>, command: Command) -> Result<()
             }
         },
         Command::Reload(a) => {
-            ctl.reload(&a.slug).await?;
+            let report = ctl.reload(&a.slug, a.manifest.map(file_source)).await?;
+            let configs = if report.changed.is_empty() {
+                "no config changed".to_string()
+            } else {
+                format!("rewrote {}", report.changed.join(", "))
+            };
             eprintln!(
-                "bottle {}: reload requested (credentials handed out again, pipelock and egress re-read theirs; `docker logs` says what each did)",
-                a.slug
+                "bottle {}: reload requested ({configs}; credentials handed out again, pipelock and egress re-read theirs; `docker logs` says what each did)",
+                report.slug
             );
         }
         Command::KillSwitch(a) => {

@@ -20,7 +20,7 @@ use crate::host_guard::Mode as HostGuardMode;
 use crate::logs;
 use crate::owners::Owners;
 use crate::packs::{InstallFlags, PackAnswer, PackClient, Relay};
-use crate::project::{check_bind_sources, write_project};
+use crate::project::{check_bind_sources, write_project, ConfigChanges};
 use crate::runtime::files::FileDelivery;
 use crate::runtime::{FoundBottle, LogLine, LogOptions, Runtime, RuntimeError};
 use crate::source::{Loaded, Source};
@@ -331,6 +331,9 @@ impl<R: Runtime> Controller<R> {
             self.render_loaded(rendered.loaded, subnet)?
         };
         let t = crate::timing::phase("check credentials, choose the subnet", started);
+        // Read before the files are rewritten: a running bottle whose only changes are
+        // pipelock's or egress's configs keeps its container and is reloaded below.
+        let changes = ConfigChanges::between(&rendered.bundle, &dir)?;
         let mut owners = Owners::for_delivery(delivery);
         let mut notes = self.write_dir(&rendered, &dir, &mut owners)?;
         owners.save(&dir)?;
@@ -383,7 +386,18 @@ impl<R: Runtime> Controller<R> {
             .and_then(|s| s.healthcheck.as_ref())
             .and_then(|h| crate::runtime::healthcheck_argv(&h.test));
         let bottle = self.wait_healthy(&record, deadline, probe).await?;
-        crate::timing::phase("wait until the bottle reports healthy", t);
+        let t = crate::timing::phase("wait until the bottle reports healthy", t);
+        // A bind-mounted config rewritten in place is seen by the running container, but
+        // pipelock and egress read it only on their reload signal (the start-only files'
+        // digest recreated the container if any of those changed; volumes always do).
+        if delivery == FileDelivery::Bind && !changes.reloadable.is_empty() {
+            self.signal_reload(&record.project).await?;
+            notes.push(format!(
+                "reloaded the running proxies with their changed config(s): {}",
+                changes.reloadable.join(", ")
+            ));
+            crate::timing::phase("reload the proxies", t);
+        }
         crate::timing::phase("up in all", started);
         let names: Vec<String> = enabled_daemons(&rendered.loaded.manifest)
             .iter()
@@ -796,17 +810,86 @@ impl<R: Runtime> Controller<R> {
         Ok(())
     }
 
-    /// `reload`: asks the bottle's sidecar-init to reload (`sidecar-init reload`, run as root
-    /// in the sidecars container): every daemon with a reload signal — pipelock and egress —
-    /// gets its credentials handed out again from the mounted files (a credential file
-    /// rotated in place on the host reaches egress) and then re-reads its config, routes and
-    /// vault. A bad file keeps the daemon's current state, logged by the daemon.
-    pub async fn reload(&self, slug: &str) -> Result<(), ControlError> {
+    /// `reload`: re-renders the bottle from its manifest (`source`, else the one it was
+    /// started from: see [`recorded_source`]), rewrites pipelock's and egress's changed
+    /// configs in place, and asks sidecar-init to reload (`sidecar-init reload`, run as root
+    /// in the sidecars container): every daemon with a reload signal gets its credentials
+    /// handed out again from the mounted files (a credential file rotated in place on the
+    /// host reaches egress) and then re-reads its config, routes and vault. A bad file keeps
+    /// the daemon's current state, logged by the daemon.
+    ///
+    /// A manifest whose changes take effect only at start (another daemon's config, init's
+    /// table, the containers' definition) is refused before anything is written, naming
+    /// them: `up` applies it by recreating the sidecars container.
+    pub async fn reload(
+        &self,
+        slug: &str,
+        source: Option<Source>,
+    ) -> Result<ReloadReport, ControlError> {
         let record = self.known(slug).await?;
+        let dir = self.state.bottle_dir(slug);
+        let source = match source {
+            Some(s) => s,
+            None => recorded_source(&record, &dir)?,
+        };
+        let described = source.describe();
+        let loaded = source.load()?;
+        if loaded.manifest.slug != slug {
+            return Err(ControlError::Usage(format!(
+                "{described} is the manifest of bottle {:?}, not of {slug:?}",
+                loaded.manifest.slug
+            )));
+        }
+        let subnet = record.subnet.ok_or_else(|| {
+            ControlError::Usage(format!(
+                "bottle {slug} has no recorded subnet (started by an older control plane): run `control-plane up` once, then reload"
+            ))
+        })?;
+        let rendered = self.render_loaded(loaded, subnet)?;
+        let compose = dir.join(crate::runtime::compose_cli::COMPOSE_FILE);
+        let deployed = std::fs::read_to_string(&compose)
+            .map_err(|e| ControlError::io("cannot read", &compose, e))?;
+        let changes = ConfigChanges::between(&rendered.bundle, &dir)?;
+        if !changes.restart.is_empty() || deployed != rendered.yaml {
+            let what = if changes.restart.is_empty() {
+                "the containers' definition (compose.yaml: images, mounts, ports, environment or limits)".to_string()
+            } else {
+                changes.restart.join(", ")
+            };
+            return Err(ControlError::NeedsUp(format!(
+                "{described} changes what bottle {slug}'s daemons read only at start ({what}); reload applies pipelock's and egress's configs and credentials: run `control-plane up` with this manifest to apply it (recreates the sidecars container)"
+            )));
+        }
+        if !changes.reloadable.is_empty() {
+            if self.runtime.file_delivery() == FileDelivery::Volumes {
+                return Err(ControlError::NeedsUp(format!(
+                    "{} change(s), but this control plane delivers files as volumes ({}=volumes), whose contents a running container never sees change: run `control-plane up` to apply them (recreates the sidecars container)",
+                    changes.reloadable.join(", "),
+                    crate::runtime::files::FILES_VAR
+                )));
+            }
+            crate::project::write_manifest(&rendered.loaded, &dir)?;
+            let mut owners = Owners::for_delivery(FileDelivery::Bind);
+            crate::project::write_configs(&rendered.bundle, &dir, &mut owners)?;
+        }
+        if record.source != described {
+            self.state.save(&BottleRecord {
+                source: described,
+                ..record.clone()
+            })?;
+        }
+        self.signal_reload(&record.project).await?;
+        tracing::info!(slug, changed = ?changes.reloadable, "reload requested");
+        Ok(ReloadReport {
+            slug: slug.to_string(),
+            changed: changes.reloadable,
+        })
+    }
+
+    /// `sidecar-init reload` as root in the project's sidecars container.
+    async fn signal_reload(&self, project: &str) -> Result<(), ControlError> {
         let argv: Vec<String> = [INIT_PATH, "reload"].map(String::from).to_vec();
-        self.root_in_sidecars(&record.project, &argv).await?;
-        tracing::info!(slug, "reload requested");
-        Ok(())
+        self.root_in_sidecars(project, &argv).await
     }
 
     /// Runs `argv` as root in the bottle's sidecars container (init's own tools: the kill
@@ -836,6 +919,41 @@ impl<R: Runtime> Controller<R> {
     ) -> Result<Bytes, ControlError> {
         self.pack_exec(slug).await?.call(name, input).await
     }
+}
+
+/// What `reload` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// The bottle.
+    pub slug: String,
+    /// Config files rewritten before the reload signal (empty: the manifest is unchanged,
+    /// and the reload hands out the credentials again and re-reads the same configs).
+    pub changed: Vec<String>,
+}
+
+/// The manifest a bottle was started from, as its record says: the embedded example, the
+/// file `up` read (by the path it recorded), or, for a bottle made through the API (or found
+/// only by its labels), the copy kept in its project directory.
+pub fn recorded_source(record: &BottleRecord, dir: &Path) -> Result<Source, ControlError> {
+    if record.source == Source::Example.describe() {
+        return Ok(Source::Example);
+    }
+    let path = PathBuf::from(&record.source);
+    if path.is_absolute() {
+        if !path.is_file() {
+            return Err(ControlError::Usage(format!(
+                "bottle {} was started from {}, which is no longer there: pass the manifest to reload",
+                record.slug,
+                path.display()
+            )));
+        }
+        return Ok(Source::File(path));
+    }
+    let (text, name) = crate::project::kept_manifest(dir)?;
+    Ok(Source::Inline {
+        text,
+        name: Some(name),
+    })
 }
 
 /// `source` of a bottle found by its labels without a state record.

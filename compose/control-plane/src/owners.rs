@@ -182,6 +182,33 @@ impl Owners {
         placed
     }
 
+    /// [`Owners::write`], except that an existing regular file is rewritten in place (same
+    /// inode): a running container bind-mounts each config file by inode, so only an
+    /// in-place rewrite reaches it. Its owner and mode are already final (a config is
+    /// written once per `up` by this control plane, never given away in between), and the
+    /// daemons read it only at start and on the reload signal sent after the write.
+    pub fn overwrite(
+        &mut self,
+        path: &Path,
+        contents: &[u8],
+        owner: (u32, u32),
+        mode: u32,
+    ) -> Result<(), ControlError> {
+        let existing = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path);
+        let mut f = match existing {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+            _ => return self.write(path, contents, owner, mode),
+        };
+        f.write_all(contents)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| ControlError::io("cannot write", path, e))?;
+        self.give(path, owner, mode)
+    }
+
     /// Create `dir` (and parents) and give it to `owner` with `mode`.
     pub fn mkdir(&mut self, dir: &Path, owner: (u32, u32), mode: u32) -> Result<(), ControlError> {
         std::fs::create_dir_all(dir).map_err(|e| ControlError::io("cannot create", dir, e))?;

@@ -205,6 +205,14 @@ impl Runtime for Fake {
         if argv.get(1).map(String::as_str) == Some("supervise-ctl") {
             return Ok(self.supervise_ctl(&argv[4..]));
         }
+        if argv == ["/sidecar-init", "reload"] {
+            assert_eq!(user, Some("0:0"), "reload runs as root (init's tool)");
+            return Ok(ExecOutput {
+                code: 0,
+                stdout: vec![],
+                stderr: vec![],
+            });
+        }
         assert_eq!(argv, ["/sidecar-init", "status", "--json"]);
         assert_eq!(
             user, None,
@@ -1373,4 +1381,179 @@ async fn a_full_subnet_pool_is_a_clear_error_and_starts_nothing() {
     srv.fake.0.lock().unwrap().networks[0].1 = Subnet::parse("10.99.0.16/28").unwrap();
     assert_eq!(create(&srv, "crowded").await.status, 201);
     assert_eq!(srv.subnet("crowded"), Subnet::parse("10.99.0.0/28").ok());
+}
+
+/// A bottle of pipelock (allowing `host`) and git-gate (one repository at `upstream`).
+fn policy_manifest(slug: &str, host: &str, upstream: &str) -> String {
+    format!(
+        "slug = \"{slug}\"\ndaemons = [\"pipelock\", \"git-gate\"]\n[[allowlist]]\nhost = \"{host}\"\n[[git]]\nname = \"app\"\nupstream = \"{upstream}\"\n[agent]\nimage = \"agent:test\"\n"
+    )
+}
+
+fn reloads(srv: &Server) -> usize {
+    srv.fake
+        .0
+        .lock()
+        .unwrap()
+        .execs
+        .iter()
+        .filter(|(argv, _)| argv == &["/sidecar-init", "reload"])
+        .count()
+}
+
+async fn reload(srv: &Server, slug: &str, body: &str) -> Answer {
+    call(
+        srv,
+        "POST",
+        &format!("/v1/bottles/{slug}/reload"),
+        Some(TOKEN),
+        Some("application/toml"),
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn reload_rewrites_the_proxies_configs_in_place_and_refuses_what_only_up_applies() {
+    use std::os::unix::fs::MetadataExt;
+    let srv = start(Some(TOKEN), 1 << 20).await;
+    let first = policy_manifest("pol", "a.example", "git://up.example/app.git");
+    let created = call(
+        &srv,
+        "POST",
+        "/v1/bottles",
+        Some(TOKEN),
+        Some("application/toml"),
+        &first,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let dir = srv.dir("pol");
+    let pipelock = dir.join("config/pipelock.json");
+    let git_gate = dir.join("config/git-gate.json");
+    let inode = std::fs::metadata(&pipelock).unwrap().ino();
+    let ups = srv.fake.0.lock().unwrap().ups;
+    assert_eq!(reloads(&srv), 0, "a first up has nothing to reload");
+
+    // A new allowlist reaches the running container: the same inode (its bind mount follows
+    // it), the daemon's owner and mode, and then the reload signal; no container is touched.
+    let a = reload(
+        &srv,
+        "pol",
+        &policy_manifest("pol", "b.example", "git://up.example/app.git"),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(
+        a.json()["changed"],
+        serde_json::json!(["config/pipelock.json"])
+    );
+    let text = std::fs::read_to_string(&pipelock).unwrap();
+    assert!(
+        text.contains("b.example") && !text.contains("a.example"),
+        "{text}"
+    );
+    assert_eq!(std::fs::metadata(&pipelock).unwrap().ino(), inode);
+    assert_eq!(
+        owner_mode(&pipelock),
+        (Daemon::Pipelock.uid(), Daemon::Pipelock.uid(), 0o400)
+    );
+    assert_eq!(reloads(&srv), 1);
+    assert_eq!(
+        srv.fake.0.lock().unwrap().ups,
+        ups,
+        "reload started nothing"
+    );
+
+    // No body: the manifest kept from the last reload, unchanged, so only the signal.
+    let a = reload(&srv, "pol", "").await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(a.json()["changed"], serde_json::json!([]));
+    assert_eq!(reloads(&srv), 2);
+
+    // git-gate reads its config only at start, and a new daemon changes init's table: both
+    // are refused with what to do, before anything is written or signalled.
+    let git_before = std::fs::read(&git_gate).unwrap();
+    let refused = reload(
+        &srv,
+        "pol",
+        &policy_manifest("pol", "c.example", "git://up.example/other.git"),
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let v = refused.json();
+    assert_eq!(v["error"], "needs_up", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("config/git-gate.json") && message.contains("control-plane up"),
+        "{message}"
+    );
+    let more = policy_manifest("pol", "c.example", "git://up.example/app.git")
+        .replace("\"git-gate\"]", "\"git-gate\", \"supervise\"]");
+    let refused = reload(&srv, "pol", &more).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.contains("config/init.json"),
+        "{}",
+        refused.body
+    );
+    assert!(std::fs::read_to_string(&pipelock)
+        .unwrap()
+        .contains("b.example"));
+    assert_eq!(std::fs::read(&git_gate).unwrap(), git_before);
+    assert_eq!(reloads(&srv), 2, "a refused reload signals nothing");
+
+    // Another bottle's manifest, and a bottle that does not exist.
+    let other = reload(
+        &srv,
+        "pol",
+        &policy_manifest("nope", "b.example", "git://up.example/app.git"),
+    )
+    .await;
+    assert_eq!(other.status, 400, "{}", other.body);
+    assert!(other.body.contains("\\\"nope\\\""), "{}", other.body);
+    assert_eq!(reload(&srv, "ghost", "").await.status, 404);
+
+    // `up` with only pipelock's config changed keeps the container (compose.yaml, and so
+    // the service's definition, is unchanged) and reloads the proxies.
+    let yaml = std::fs::read_to_string(dir.join("compose.yaml")).unwrap();
+    let report = srv
+        .ctl
+        .up(Source::Inline {
+            text: policy_manifest("pol", "d.example", "git://up.example/app.git"),
+            name: Some("request.toml".into()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("config/pipelock.json")),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("compose.yaml")).unwrap(),
+        yaml
+    );
+    assert_eq!(std::fs::metadata(&pipelock).unwrap().ino(), inode);
+    assert_eq!(reloads(&srv), 3);
+
+    // `up` with git-gate's config changed changes the sidecars service's restart digest, so
+    // the runtime recreates the container (no reload needed).
+    srv.ctl
+        .up(Source::Inline {
+            text: policy_manifest("pol", "d.example", "git://up.example/other.git"),
+            name: Some("request.toml".into()),
+        })
+        .await
+        .unwrap();
+    let after = std::fs::read_to_string(dir.join("compose.yaml")).unwrap();
+    assert_ne!(
+        after, yaml,
+        "the definition must change with git-gate's config"
+    );
+    assert!(after.contains("io.bot-bottle.restart-digest"), "{after}");
+    assert_eq!(reloads(&srv), 3);
 }

@@ -33,6 +33,12 @@ pub const SIDECARS: &str = "sidecars";
 pub const LABEL_SLUG: &str = "io.bot-bottle.slug";
 /// Label carrying the service's role (`agent` or `sidecars`).
 pub const LABEL_ROLE: &str = "io.bot-bottle.role";
+/// Label of the sidecars service carrying a SHA-256 of the config files its daemons read only
+/// at start ([`ConfigFile::reloadable`] false). The files are bind-mounted, so neither compose
+/// nor the Engine backend sees their contents change; with this label a changed file changes
+/// the service's definition, and `up` recreates the container instead of leaving a daemon on
+/// its old config. Reloadable files stay out of it: a running bottle takes them on reload.
+pub const LABEL_RESTART_DIGEST: &str = "io.bot-bottle.restart-digest";
 /// The unprivileged user the agent runs as by default (nobody).
 pub const NOBODY: &str = "65534:65534";
 /// The sidecars container's user: root, for sidecar-init alone, which keeps only
@@ -356,11 +362,19 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
 
     // Config files: init's table, the DNS responder's, then each enabled daemon's own.
     let mut files = vec![
-        ConfigFile::json("init", &configs::init::render(m)),
-        ConfigFile::json(bottle_spec::DNS_NAME, &configs::dns::render(sidecars_ip)),
+        ConfigFile::json("init", &configs::init::render(m), false),
+        ConfigFile::json(
+            bottle_spec::DNS_NAME,
+            &configs::dns::render(sidecars_ip),
+            false,
+        ),
     ];
     for d in &enabled {
-        files.push(ConfigFile::json(d.name(), &configs::renderer_for(*d)(m)));
+        files.push(ConfigFile::json(
+            d.name(),
+            &configs::renderer_for(*d)(m),
+            configs::reloads(*d),
+        ));
     }
 
     let mut volumes = BTreeMap::new();
@@ -519,7 +533,11 @@ pub fn render(m: &Manifest, opts: &RenderOptions) -> Result<Bundle, RenderError>
         user: SIDECARS_USER.to_string(),
         command: None,
         environment: BTreeMap::from([("SIDECARS_DAEMONS".to_string(), daemon_list.join(","))]),
-        labels: role_labels(slug, SIDECARS),
+        labels: {
+            let mut labels = role_labels(slug, SIDECARS);
+            labels.insert(LABEL_RESTART_DIGEST.to_string(), restart_digest(&files));
+            labels
+        },
         networks: BTreeMap::from([
             (
                 internal.clone(),
@@ -690,6 +708,19 @@ fn tmp(limits: &Limits, default: u64) -> String {
         .and_then(parse_size)
         .unwrap_or(default);
     format!("/tmp:size={},mode=1777", format_size(size))
+}
+
+/// [`LABEL_RESTART_DIGEST`]'s value: SHA-256 over each start-only file's path and contents.
+fn restart_digest(files: &[ConfigFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for f in files.iter().filter(|f| !f.reloadable) {
+        for part in [f.path.as_bytes(), f.contents.as_bytes()] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+    }
+    hex::encode(hash.finalize())
 }
 
 fn role_labels(slug: &str, role: &str) -> BTreeMap<String, String> {

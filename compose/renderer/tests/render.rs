@@ -1020,3 +1020,30 @@ fn upstream_roots_are_egress_trust_not_dlp_values() {
         .get("CORP_CA")
         .is_some());
 }
+
+/// The sidecars service's restart digest follows exactly the configs its daemons read only at
+/// start: an allowlist change (pipelock reloads it) leaves the definition as it is, a
+/// git-gate change alters it, so `up` recreates the container rather than leaving git-gate
+/// on its old config behind an unchanged bind mount.
+#[test]
+fn the_restart_digest_changes_with_start_only_configs_and_not_with_reloadable_ones() {
+    use bottle_compose::render::LABEL_RESTART_DIGEST;
+    let with = |host: &str, upstream: &str| {
+        let m = manifest(&format!(
+            "daemons = [\"pipelock\", \"egress\", \"git-gate\"]\n[[allowlist]]\nhost = \"{host}\"\n[[git]]\nname = \"app\"\nupstream = \"{upstream}\"\n"
+        ));
+        let b = render(&m, &RenderOptions::default()).unwrap();
+        let reloadable: Vec<String> = b
+            .files
+            .iter()
+            .filter(|f| f.reloadable)
+            .map(|f| f.path.clone())
+            .collect();
+        assert_eq!(reloadable, ["config/egress.json", "config/pipelock.json"]);
+        b.project.services[SIDECARS].labels[LABEL_RESTART_DIGEST].clone()
+    };
+    let base = with("a.example", "git://up.example/app.git");
+    assert_eq!(base.len(), 64, "{base}");
+    assert_eq!(with("b.example", "git://up.example/app.git"), base);
+    assert_ne!(with("a.example", "git://up.example/other.git"), base);
+}

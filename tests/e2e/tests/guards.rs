@@ -230,6 +230,50 @@ command = ["sleep", "infinity"]
     // Not on the allowlist → 403 with the reason.
     let denied = sh("curl -s --max-time 10 -o /dev/null -w '%{http_code}' http://example.org/");
     assert_eq!(denied.stdout.trim(), "403", "{denied:?}");
+    // A policy change without a restart: the manifest file loses `world` from the allowlist;
+    // `reload` re-renders it, rewrites pipelock's config under the running container's bind
+    // mount and signals pipelock, and the same container refuses world from then on.
+    let original = std::fs::read_to_string(&b.manifest).expect("read the manifest");
+    let narrowed = original.replace("[[allowlist]]\nhost = \"world\"\nports = [8000]\n", "");
+    assert_ne!(
+        narrowed, original,
+        "the test's manifest lost its world entry"
+    );
+    std::fs::write(&b.manifest, &narrowed).expect("narrow the allowlist");
+    let out = b.cp(&["reload", &b.slug]).ok("reload a narrowed allowlist");
+    assert!(out.stderr.contains("config/pipelock.json"), "{out:?}");
+    wait_until(
+        "pipelock refuses world after the reload",
+        Duration::from_secs(15),
+        || sh(to_world).stdout.ends_with(" 403"),
+    );
+    // git-gate reads its config only at start: reload refuses, naming it, and changes nothing.
+    let moved = narrowed.replace("/upstream.git", "/elsewhere.git");
+    std::fs::write(&b.manifest, &moved).expect("move the git upstream");
+    let refused = b.cp(&["reload", &b.slug]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("config/git-gate.json")
+            && refused.stderr.contains("control-plane up"),
+        "{refused:?}"
+    );
+    // `up` of the original manifest: only pipelock's config differs from what runs, so the
+    // container is kept and the proxies reloaded; world answers again.
+    std::fs::write(&b.manifest, &original).expect("restore the manifest");
+    let up = b
+        .cp(&["up", &b.manifest.display().to_string()])
+        .ok("up with the allowlist restored");
+    assert!(up.stderr.contains("reloaded the running proxies"), "{up:?}");
+    wait_until(
+        "world answers again after the up",
+        Duration::from_secs(15),
+        || sh(to_world).stdout.ends_with(" 200"),
+    );
+    assert_eq!(
+        started(),
+        before,
+        "an up that changed only pipelock's config recreated the sidecars container"
+    );
 
     // --- git-gate: clone, clean push forwarded upstream, secret push refused ------------------
     let git = "git -c user.name=agent -c user.email=agent@bottle";
@@ -318,4 +362,19 @@ post '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_ap
         );
     }
     assert!(!all.contains(token), "the credential reached the logs");
+
+    // `up` with git-gate's config changed recreates the sidecars container: its daemons read
+    // that file only at start, and a bind mount alone would leave git-gate on the old one.
+    std::fs::write(
+        &b.manifest,
+        original.replace("/upstream.git", "/elsewhere.git"),
+    )
+    .expect("move the git upstream");
+    b.cp(&["up", &b.manifest.display().to_string()])
+        .ok("up with git-gate's upstream moved");
+    assert_ne!(
+        started(),
+        before,
+        "git-gate's config changed but the sidecars container was kept"
+    );
 }

@@ -235,10 +235,22 @@ impl<R: Runtime + 'static> Api<R> {
             }
             Route::Reload(slug) => {
                 check_slug(&slug)?;
-                ctl.reload(&slug).await.map_err(control)?;
+                // A body is the manifest to re-render from (as for `POST /v1/bottles`); none
+                // re-renders the one the bottle was started from.
+                let name = manifest_name(req.headers());
+                let bytes = self.read(req).await?;
+                let source = if bytes.iter().all(u8::is_ascii_whitespace) {
+                    None
+                } else {
+                    Some(Source::Inline {
+                        text: utf8_manifest(bytes.to_vec())?,
+                        name,
+                    })
+                };
+                let report = ctl.reload(&slug, source).await.map_err(control)?;
                 Ok(body::json(
                     StatusCode::ACCEPTED,
-                    &serde_json::json!({"slug": slug, "reload": "requested"}),
+                    &serde_json::json!({"slug": report.slug, "reload": "requested", "changed": report.changed}),
                 ))
             }
             Route::KillSwitch(slug) => {
@@ -341,14 +353,19 @@ impl<R: Runtime + 'static> Api<R> {
                 "the request body is empty: send a bottle manifest (JSON or TOML)",
             ));
         }
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_manifest",
-                "the manifest is not UTF-8 text",
-            )
-        })
+        utf8_manifest(bytes.to_vec())
     }
+}
+
+/// A manifest body as text; not UTF-8 is a 400.
+fn utf8_manifest(bytes: Vec<u8>) -> Result<String, ApiError> {
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_manifest",
+            "the manifest is not UTF-8 text",
+        )
+    })
 }
 
 /// pack-exec's answer, success or its own error, goes back unchanged (status and body); a

@@ -119,6 +119,11 @@ pub fn renderer_for(daemon: Daemon) -> Renderer {
     }
 }
 
+/// Whether `daemon` re-reads its config on a reload signal (its init entry names one).
+pub fn reloads(daemon: Daemon) -> bool {
+    init::default_daemon(daemon).reload_signal.is_some()
+}
+
 /// A file the runtime must write into the project directory and bind-mount read-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigFile {
@@ -128,12 +133,19 @@ pub struct ConfigFile {
     pub target: String,
     /// File contents (pretty JSON with a final newline).
     pub contents: String,
+    /// Whether a running bottle takes a new version of this file without a restart: true for
+    /// the configs of daemons with a reload signal (pipelock, egress re-read theirs on
+    /// SIGHUP). Every other file — init's table, the DNS responder's, git-gate's, supervise's,
+    /// pack-exec's — is read once at start, so a change to it must recreate the container
+    /// ([`crate::render::LABEL_RESTART_DIGEST`]).
+    pub reloadable: bool,
 }
 
 impl ConfigFile {
     /// The config file of a daemon (or of init, with `stem = "init"`, or of the DNS
-    /// responder, `stem = "dns"`).
-    pub fn json(stem: &str, value: &impl Serialize) -> ConfigFile {
+    /// responder, `stem = "dns"`); `reloadable` when the daemon re-reads it on its reload
+    /// signal.
+    pub fn json(stem: &str, value: &impl Serialize, reloadable: bool) -> ConfigFile {
         // Serializing plain structs/maps to JSON cannot fail (string keys, no non-finite floats).
         let mut contents = serde_json::to_string_pretty(value).unwrap_or_default();
         contents.push('\n');
@@ -141,6 +153,7 @@ impl ConfigFile {
             path: format!("{CONFIG_DIR}/{stem}.json"),
             target: format!("{}/{stem}.json", bottle_spec::CONFIG_DIR),
             contents,
+            reloadable,
         }
     }
 }
