@@ -10,7 +10,7 @@ cargo build --release -q -p sidecars
 {
   echo "### HTTPS: intercepted with DLP vs blind vs direct (bench/https.sh)"
   echo
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores: release \`sidecars\` as pipelock and egress on loopback, a hyper + rustls client, an HTTPS upstream of the bench's own; 3 rounds alternating the three ways, medians. *blind*: the host in egress's \`passthrough\` (SNI checked, then relayed). *intercepted*: \`intercept_all\`, TLS terminated with a bottle-CA leaf, DLP on request line, headers and the buffered body, re-encrypted upstream."
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores: release \`sidecars\` as pipelock and egress on loopback, a hyper + rustls client, an HTTPS upstream of the bench's own; 3 rounds alternating the three ways, medians. *blind*: the host in egress's \`passthrough\` (SNI checked, then relayed). *intercepted*: \`intercept_all\`, TLS terminated with a bottle-CA leaf, DLP on request line, headers and the body (streamed in 1 MiB windows), re-encrypted upstream."
   echo
   cargo bench -q -p pipelock --bench https -- --sidecars "$CARGO_TARGET_DIR/release/sidecars"
 } | tee /dev/stderr | python3 bench/update_results.py https

@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 use crate::creds::{substitute_body, substitute_uri, substitute_vault};
 use crate::redact::Redactor;
 use crate::state::{Live, State};
+use crate::stream_scan::{self, Refusal, Start, Verdict};
 
 /// Rewrite an outgoing request for `host`: check the route's method/path rules (a refused
 /// request never gets a credential), substitute scoped `${vault:NAME}` placeholders
@@ -177,8 +178,9 @@ impl Upstream {
         let (mut parts, body) = req.into_parts();
         // The state now: a reload (rotated credentials) applies from the next request on.
         let state = self.live.get();
-        let body = match scan_request(&state, &parts, body).await {
-            Ok(body) => body,
+        let verdict = Verdict::default();
+        let started = match scan_request(&state, &parts, body, verdict.clone()).await {
+            Ok(started) => started,
             Err((err, rule)) => {
                 tracing::warn!(%request_id, host = %self.host, %method, rule, reason = %err.message, "denied");
                 return deny(err, &request_id);
@@ -191,9 +193,17 @@ impl Upstream {
                 return deny(err, &request_id);
             }
         };
-        // Route rules saw the path as the agent sent it; placeholders are filled in now.
-        let body = match substitute_request(&state, &self.host, &mut parts, body) {
-            Ok(body) => body,
+        // Route rules saw the path as the agent sent it; placeholders are filled in now (in
+        // the body only when it ended within the first window: a streamed one goes as it is).
+        let (whole, streamed) = match started {
+            Start::Whole(bytes) => (bytes, None),
+            Start::Streaming(stream) => (bytes::Bytes::new(), Some(stream)),
+        };
+        let body = match substitute_request(&state, &self.host, &mut parts, whole) {
+            Ok(body) => match streamed {
+                None => sidecars_common::body::full(body),
+                Some(stream) => stream.boxed(),
+            },
             Err(err) => {
                 tracing::warn!(%request_id, host = %self.host, %method, rule = "vault", reason = %err.message, "denied");
                 return deny(err, &request_id);
@@ -206,13 +216,19 @@ impl Upstream {
                 parts.headers.insert(header::HOST, h);
             }
         }
-        let req = Request::from_parts(parts, sidecars_common::body::full(body));
+        let req = Request::from_parts(parts, body);
         match self.send(req).await {
             Ok(resp) => {
                 tracing::info!(%request_id, host = %self.host, %method, status = resp.status().as_u16(), "intercepted");
                 finish_response(resp, redactor)
             }
             Err(msg) => {
+                // A streamed body the DLP stopped mid-way: the upstream request was aborted.
+                if let Some(refusal) = verdict.take().await {
+                    let (err, rule) = refusal_answer(refusal);
+                    tracing::warn!(%request_id, host = %self.host, %method, rule, reason = %err.message, "denied mid-stream; upstream request aborted");
+                    return deny(err, &request_id);
+                }
                 tracing::warn!(%request_id, host = %self.host, %method, reason = %msg, "upstream failed");
                 deny(
                     ApiError::new(
@@ -228,29 +244,38 @@ impl Upstream {
 }
 
 /// DLP on a decrypted request, before anything is injected or substituted: the request line
-/// and every header, then the body (buffered up to `max_body_scan_bytes`; a larger one is
-/// refused, never forwarded unscanned). The same rules, configured secrets and answers as
-/// pipelock's on plain HTTP. Returns the body to forward, or the answer and the rule that
-/// refused it (never the value found).
+/// and every header, then the body, in windows as it arrives ([`crate::stream_scan`]; bounded
+/// by `max_body_scan_bytes`, a larger one is refused, never forwarded unscanned). The same
+/// rules, configured secrets and answers as pipelock's on plain HTTP. Returns how the body
+/// starts, or the answer and the rule that refused it (never the value found).
 async fn scan_request(
-    state: &State,
+    state: &Arc<State>,
     parts: &http::request::Parts,
     body: Incoming,
-) -> Result<bytes::Bytes, (ApiError, &'static str)> {
-    let secret = |hit: dlp::Hit| {
-        let rule = hit.rule;
-        (blocked(hit), rule)
-    };
+    verdict: Verdict,
+) -> Result<Start, (ApiError, &'static str)> {
     if let Some(hit) = dlp::scan_head(&state.scanner, &parts.uri, &parts.headers) {
-        return Err(secret(hit));
+        return Err(refusal_answer(Refusal::Secret(hit)));
     }
-    let bytes = read_or_drain(body, state.max_body_scan_bytes)
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    stream_scan::start(state.clone(), declared, body, verdict)
         .await
-        .map_err(dlp::body_refusal)?;
-    if let Some(hit) = dlp::scan_body(&state.scanner, &bytes) {
-        return Err(secret(hit));
+        .map_err(refusal_answer)
+}
+
+/// The answer to a refused body, and the rule for the log.
+fn refusal_answer(refusal: Refusal) -> (ApiError, &'static str) {
+    match refusal {
+        Refusal::Secret(hit) => {
+            let rule = hit.rule;
+            (blocked(hit), rule)
+        }
+        Refusal::Body(e) => dlp::body_refusal(e),
     }
-    Ok(bytes)
 }
 
 /// Substitute scoped `${vault:NAME}` placeholders in the URL (path and query,
@@ -280,12 +305,6 @@ pub fn substitute_request(
     }
 }
 
-/// Most bytes of an over-bound body read and dropped so the client, still sending, reads the
-/// 413 instead of a reset; past it (or after [`DRAIN_FOR`]) the connection just closes.
-const DRAIN_CAP: usize = 64 << 20;
-/// How long an over-bound body is drained at most.
-const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Read a whole body of at most `limit` bytes. A larger one is `TooLarge`, after what the
 /// client still sends is read and dropped (bounded): answering while it is mid-upload would
 /// reset the connection and lose the answer.
@@ -308,16 +327,7 @@ pub async fn read_or_drain(
             }
         }
     }
-    let drain = async {
-        let mut drained = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            drained += frame.data_ref().map_or(0, |d| d.len());
-            if drained > DRAIN_CAP {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_FOR, drain).await;
+    stream_scan::drain(body).await;
     Err(ReadBodyError::TooLarge { limit })
 }
 

@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod redact;
 pub mod sni;
 pub mod state;
+pub mod stream_scan;
 
 use std::sync::Arc;
 

@@ -1456,3 +1456,119 @@ async fn the_operators_dlp_allowlist_lets_what_it_names_through_and_nothing_else
         "403"
     );
 }
+
+/// Streaming DLP on decrypted HTTPS (egress `stream_scan`): a body past the first window is
+/// forwarded as its windows pass, a secret anywhere in it — across any window boundary, sent
+/// with a length or chunked — stops it with the same 403, the upstream gets a cut-off request
+/// without the secret, and a benign body of several windows arrives intact. A chunked body
+/// past the scan bound is a 413 mid-stream, never forwarded whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_bodies_are_scanned_as_they_stream_and_a_secret_anywhere_stops_them() {
+    use egress::stream_scan::{OVERLAP, WINDOW};
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = TestCa::new(dir.path(), "upstream-ca");
+    let bottle_ca = TestCa::new(dir.path(), "bottle-ca");
+    let tls_up = upstream(Some(upstream_ca.ca.server_config("localhost").unwrap())).await;
+    let limit = 6 * WINDOW;
+    let (pipelock, _egress) = chain(
+        json!([{"host": "localhost", "ports": [tls_up.port()]}]),
+        json!({
+            "intercept_all": true,
+            "ca_cert": bottle_ca.cert_path,
+            "ca_key": bottle_ca.key_path,
+            "extra_roots": [upstream_ca.cert_path],
+            "max_body_scan_bytes": limit,
+        }),
+    )
+    .await;
+    let proxy = pipelock.url();
+    let bottle = bottle_ca.cert_path.to_str().unwrap();
+    let base = format!("https://localhost:{}", tls_up.port());
+    let token = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789";
+    let size = 5 * WINDOW;
+    let benign: Vec<u8> = (0..size)
+        .map(|i| b"the quick brown fox jumps over the lazy dog\n"[i % 44])
+        .collect();
+    let file = dir.path().join("body.txt");
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+
+    // Benign, five windows: intact, with a length and chunked.
+    std::fs::write(&file, &benign).unwrap();
+    let want = format!("{:x}", Sha256::digest(&benign));
+    for extra in [&[][..], &chunked[..]] {
+        let data = format!("@{}", file.display());
+        let url = format!("{base}/sha256");
+        let mut args = vec!["--data-binary", &data, &url];
+        args.extend_from_slice(extra);
+        let (code, got) = curl_status(&proxy, bottle, &args).await;
+        assert_eq!(
+            (code.as_str(), got.as_str()),
+            ("200", want.as_str()),
+            "{extra:?}"
+        );
+    }
+
+    // A secret across each window boundary, inside the overlap, and deep in the body.
+    let mut offsets: Vec<usize> = (1..5).map(|k| k * WINDOW - token.len() / 2).collect();
+    offsets.extend([
+        WINDOW + OVERLAP - 7,
+        3 * WINDOW + 12_345,
+        size - token.len() - 1,
+    ]);
+    for (n, at) in offsets.iter().enumerate() {
+        // On a line of its own (a token glued to letters is no token).
+        let mut body = benign.clone();
+        let line = format!("\n{token}\n");
+        body[*at - 1..*at - 1 + line.len()].copy_from_slice(line.as_bytes());
+        std::fs::write(&file, &body).unwrap();
+        let extra: &[&str] = if n % 2 == 0 { &[] } else { &chunked };
+        let data = format!("@{}", file.display());
+        let url = format!("{base}/record");
+        let mut args = vec!["--data-binary", &data, &url];
+        args.extend_from_slice(extra);
+        let (code, answer) = curl_status(&proxy, bottle, &args).await;
+        assert_eq!(code, "403", "secret at {at}: {answer}");
+        assert!(
+            answer.contains("blocked: secret detected (rule github-token) in body"),
+            "secret at {at}: {answer}"
+        );
+    }
+    let recorded = tls_up.recorded.lock().unwrap().clone();
+    assert!(
+        !recorded.is_empty(),
+        "no refused body was streamed at all (every secret caught in the first window?)"
+    );
+    for (got, complete) in &recorded {
+        assert!(!complete, "a refused body reached the upstream whole");
+        assert!(
+            !got.windows(token.len()).any(|w| w == token.as_bytes())
+                && !got.windows(8).any(|w| w == &token.as_bytes()[..8]),
+            "the upstream received (part of) the secret"
+        );
+    }
+
+    // Chunked (no length to refuse up front) and past the bound: 413 mid-stream.
+    let over: Vec<u8> = benign.iter().chain(&benign).copied().collect();
+    assert!(over.len() > limit);
+    std::fs::write(&file, &over).unwrap();
+    let before = tls_up.recorded.lock().unwrap().len();
+    let data = format!("@{}", file.display());
+    let url = format!("{base}/record");
+    let (code, answer) = curl_status(
+        &proxy,
+        bottle,
+        &[
+            "--data-binary",
+            &data,
+            &url,
+            "-H",
+            "Transfer-Encoding: chunked",
+        ],
+    )
+    .await;
+    assert_eq!(code, "413", "{answer}");
+    let recorded = tls_up.recorded.lock().unwrap().clone();
+    assert!(recorded[before..]
+        .iter()
+        .all(|(got, complete)| !complete && got.len() <= limit));
+}

@@ -59,7 +59,12 @@ impl TestCa {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<HeaderMap>>>,
+    /// Every `/record` request's body bytes as they arrived, and whether it arrived whole.
+    pub recorded: Recorded,
 }
+
+/// Bodies of `/record` requests: (bytes received, complete).
+pub type Recorded = Arc<Mutex<Vec<(Vec<u8>, bool)>>>;
 
 impl Upstream {
     pub fn port(&self) -> u16 {
@@ -78,7 +83,11 @@ impl Upstream {
     }
 }
 
-async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<HeaderMap>>>) -> Response<Body> {
+async fn echo(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<HeaderMap>>>,
+    recorded: Recorded,
+) -> Response<Body> {
     // What arrived, for the tests to check: the headers, plus the request target as
     // `x-seen-uri` (responses may be redacted on the way back; this record is not).
     let mut record = req.headers().clone();
@@ -87,6 +96,29 @@ async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<HeaderMap>>>) -> Respo
     }
     seen.lock().unwrap().push(record);
     let path = req.uri().path().to_string();
+    if path == "/record" {
+        // Every byte as it arrives, kept even when the body is cut off: proves what a
+        // refused streamed upload did and did not deliver.
+        let mut body = req.into_body();
+        let mut got = Vec::new();
+        let complete = loop {
+            match body.frame().await {
+                None => break true,
+                Some(Err(_)) => break false,
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        got.extend_from_slice(d);
+                    }
+                }
+            }
+        };
+        recorded.lock().unwrap().push((got, complete));
+        return Response::new(
+            Full::new(Bytes::from_static(b"recorded"))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
     if path == "/sha256" {
         // The body as received, hashed: proves an upload arrived intact.
         let body = req.into_body().collect().await.map(|b| b.to_bytes());
@@ -132,18 +164,19 @@ pub async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen2 = seen.clone();
+    let recorded: Recorded = Arc::default();
+    let (seen2, recorded2) = (seen.clone(), recorded.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let seen = seen2.clone();
+            let (seen, recorded) = (seen2.clone(), recorded2.clone());
             let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let seen = seen.clone();
-                    async move { Ok::<_, Infallible>(echo(req, seen).await) }
+                    let (seen, recorded) = (seen.clone(), recorded.clone());
+                    async move { Ok::<_, Infallible>(echo(req, seen, recorded).await) }
                 });
                 let builder = hyper::server::conn::http1::Builder::new();
                 match tls {
@@ -159,7 +192,11 @@ pub async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
             });
         }
     });
-    Upstream { addr, seen }
+    Upstream {
+        addr,
+        seen,
+        recorded,
+    }
 }
 
 /// A TCP listener that counts connections and never answers (a stand-in next hop that must
