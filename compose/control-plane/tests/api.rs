@@ -1413,6 +1413,11 @@ async fn reload(srv: &Server, slug: &str, body: &str) -> Answer {
     .await
 }
 
+/// `reload` of bottle `pol` with [`policy_manifest`]`(host, upstream)` as the body.
+async fn reload_policy(srv: &Server, host: &str, upstream: &str) -> Answer {
+    reload(srv, "pol", &policy_manifest("pol", host, upstream)).await
+}
+
 #[tokio::test]
 async fn reload_rewrites_the_proxies_configs_in_place_and_refuses_what_only_up_applies() {
     use std::os::unix::fs::MetadataExt;
@@ -1437,12 +1442,7 @@ async fn reload_rewrites_the_proxies_configs_in_place_and_refuses_what_only_up_a
 
     // A new allowlist reaches the running container: the same inode (its bind mount follows
     // it), the daemon's owner and mode, and then the reload signal; no container is touched.
-    let a = reload(
-        &srv,
-        "pol",
-        &policy_manifest("pol", "b.example", "git://up.example/app.git"),
-    )
-    .await;
+    let a = reload_policy(&srv, "b.example", "git://up.example/app.git").await;
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(
         a.json()["changed"],
@@ -1474,12 +1474,7 @@ async fn reload_rewrites_the_proxies_configs_in_place_and_refuses_what_only_up_a
     // git-gate reads its config only at start, and a new daemon changes init's table: both
     // are refused with what to do, before anything is written or signalled.
     let git_before = std::fs::read(&git_gate).unwrap();
-    let refused = reload(
-        &srv,
-        "pol",
-        &policy_manifest("pol", "c.example", "git://up.example/other.git"),
-    )
-    .await;
+    let refused = reload_policy(&srv, "c.example", "git://up.example/other.git").await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     let v = refused.json();
     assert_eq!(v["error"], "needs_up", "{v}");
