@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::Daemon;
 use crate::error::ManifestError;
 
+/// Default of [`Manifest::https_body_limit`] (64 MiB): uploads of this size stream through
+/// egress's DLP in constant memory.
+pub const DEFAULT_HTTPS_BODY_LIMIT: u64 = 64 << 20;
+
 /// A whole bottle: one agent, one sidecars container and what the daemons need.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +45,12 @@ pub struct Manifest {
     /// (clients that pin their server's certificate). A DLP gap for those hosts.
     #[serde(default)]
     pub passthrough: Vec<String>,
+    /// Largest decrypted HTTPS request body egress scans and forwards (a size: `64m`; at
+    /// least `1m`; default [`DEFAULT_HTTPS_BODY_LIMIT`]); a larger one is refused with 413.
+    /// egress streams bodies through the DLP in 1 MiB windows, so its memory does not grow
+    /// with this bound.
+    #[serde(default)]
+    pub https_body_limit: Option<String>,
     /// Credentials (by name) holding PEM root certificates egress trusts for upstream TLS
     /// besides the public roots: a private CA of hosts the agent reaches, which egress now
     /// verifies itself since it decrypts. Not secrets, so not DLP values.

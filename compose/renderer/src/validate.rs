@@ -249,6 +249,10 @@ fn egress_inputs(m: &Manifest, p: &mut Vec<Problem>) {
     if !m.passthrough.is_empty() {
         needs(m, "passthrough", Daemon::Egress, p);
     }
+    if let Some(size) = &m.https_body_limit {
+        needs(m, "https_body_limit", Daemon::Egress, p);
+        size_at_least("https_body_limit", size, 1 << 20, "1m", p);
+    }
     for (field, why) in m.dlp_allow.problems() {
         p.push(Problem::new(format!("dlp_allow.{field}"), why));
     }

@@ -452,3 +452,29 @@ fn a_bad_dlp_allowlist_is_refused_entry_by_entry() {
         "dlp_allow.paths: is used by git-gate, which is not in `daemons`",
     );
 }
+
+#[test]
+fn https_body_limit_is_a_size_of_at_least_1m_and_needs_egress() {
+    let with = |daemons: &str, limit: &str| {
+        format!("slug = \"s\"\ndaemons = [{daemons}]\nhttps_body_limit = \"{limit}\"\n[agent]\nimage = \"a:1\"\n")
+    };
+    let p = problems(&with("\"pipelock\", \"egress\"", "512k"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("https_body_limit: \"512k\" is not a size"),
+        "{p:?}"
+    );
+    assert!(problems(&with("\"pipelock\", \"egress\"", "lots"))[0].contains("at least 1m"));
+    assert!(problems(&with("\"pack-exec\"", "8m"))
+        .iter()
+        .any(|l| l.starts_with("https_body_limit:") && l.contains("egress")));
+    let m = Manifest::parse(&with("\"pipelock\", \"egress\"", "8m"), Some("t.toml")).unwrap();
+    let b = bottle_compose::render(&m, &bottle_compose::RenderOptions::default()).unwrap();
+    let egress = b
+        .files
+        .iter()
+        .find(|f| f.path == "config/egress.json")
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&egress.contents).unwrap();
+    assert_eq!(v["max_body_scan_bytes"], 8 << 20);
+}

@@ -8,7 +8,8 @@
 use e2e::{require_docker, root_credential, run, wait_until, Bottle, WorldContainer};
 
 /// The upstream: answers every GET with `hello over tls` and every POST with
-/// `got N bytes`; logs each request line to stdout (the test reads `docker logs`).
+/// `got N bytes`; logs each request line to stdout (the test reads `docker logs`), with
+/// whether the body arrived whole and whether it held a token prefix.
 const SERVER: &str = r#"
 import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -18,8 +19,11 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         print("seen", self.command, self.path, flush=True); self.reply(b"hello over tls")
     def do_POST(self):
-        n = int(self.headers.get("content-length", "0")); self.rfile.read(n)
-        print("seen", self.command, self.path, flush=True); self.reply(b"got %d bytes" % n)
+        n = int(self.headers.get("content-length", "0")); got = self.rfile.read(n)
+        # A body cut off on the way is "cut"; "token" says whether a token prefix arrived.
+        print("seen" if len(got) == n else "cut", self.command, self.path,
+              "token" if b"ghp_" in got else "clean", flush=True)
+        self.reply(b"got %d bytes" % len(got))
 s = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("/certs/leaf.crt", "/certs/leaf.key")
 s.socket = ctx.wrap_socket(s.socket, server_side=True)
@@ -115,7 +119,33 @@ command = ["sleep", "infinity"]
             && out.stdout.ends_with(" 403"),
         "{out:?}"
     );
+    // Past the first 1 MiB window the body streams through the DLP: a benign 3 MiB upload
+    // arrives whole (the bottle's default `https_body_limit` is 64 MiB), and a token 2.5 MiB
+    // into one stops it: 403, the upstream's request cut off without the token.
+    let big = "head -c 3145728 /dev/zero | tr '\\0' 'a'";
+    let out = sh(&format!(
+        "{big} > /tmp/big && curl -sS --max-time 30 --data-binary @/tmp/big {url}/big-upload"
+    ));
+    assert_eq!(out.stdout, "got 3145728 bytes", "{out:?}");
+    let out = sh(&format!(
+        "{{ head -c 2621440 /tmp/big; printf '\\n{token}\\n'; head -c 524288 /tmp/big; }} > /tmp/leak \
+         && curl -sS --max-time 30 -w ' %{{http_code}}' --data-binary @/tmp/leak {url}/big-leak"
+    ));
+    assert!(
+        out.stdout
+            .contains("blocked: secret detected (rule github-token) in body")
+            && out.stdout.ends_with(" 403"),
+        "{out:?}"
+    );
     let seen = run("docker", &["logs", &world]);
+    assert!(
+        seen.stdout.contains("seen POST /big-upload clean"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.stdout.contains("seen POST /big-leak") && !seen.stdout.contains("/big-leak token"),
+        "the streamed body reached the upstream whole or with the token: {seen:?}"
+    );
     assert!(seen.stdout.contains("seen POST /upload"), "{seen:?}");
     assert!(
         !seen.stdout.contains("/leak"),

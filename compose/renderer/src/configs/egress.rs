@@ -47,6 +47,8 @@ pub struct EgressConfig {
     pub intercept_all: bool,
     /// The manifest's `passthrough`.
     pub passthrough: Vec<String>,
+    /// The manifest's `https_body_limit` (or its default), in bytes.
+    pub max_body_scan_bytes: u64,
     /// The manifest's `upstream_roots`, as egress's credential copies.
     pub extra_roots: Vec<String>,
     /// Every credential of the bottle, as egress's own copies: their values must never leave
@@ -122,6 +124,12 @@ pub fn render(m: &Manifest) -> serde_json::Value {
         allow_cidrs: m.allow_cidrs.clone(),
         intercept_all: true,
         passthrough: m.passthrough.clone(),
+        // Validated: a size of at least 1m.
+        max_body_scan_bytes: m
+            .https_body_limit
+            .as_deref()
+            .and_then(crate::validate::parse_size)
+            .unwrap_or(crate::manifest::DEFAULT_HTTPS_BODY_LIMIT),
         extra_roots: m
             .upstream_roots
             .iter()
